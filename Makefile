@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make lab` (open the course) and `make test` (run every test).
+# Both create the virtual environment on first use and skip the install when nothing changed.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.labkit-installed
+
+.PHONY: setup lab test unit notebooks clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+# Quick mode shrinks subsets and epochs for notebooks and slow tests; the math is unchanged.
+test: $(STAMP)
+	LABKIT_QUICK=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	LABKIT_QUICK=1 $(PY) -m pytest tests $(PYTEST_ARGS)
+
+notebooks: $(STAMP)
+	LABKIT_QUICK=1 $(PY) -m pytest notebooks $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

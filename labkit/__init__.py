@@ -1,0 +1,15 @@
+"""labkit: the helper package of the Knowledge Distillation Lab (see notebooks/00_start_here.ipynb)."""
+
+from labkit.distillation import DistillationLoss, distillation_loss, distillation_loss_parts, kl_divergence, soft_targets
+from labkit.settings import pick, quick_mode
+
+__all__ = [
+    "DistillationLoss",
+    "distillation_loss",
+    "distillation_loss_parts",
+    "kl_divergence",
+    "pick",
+    "quick_mode",
+    "soft_targets",
+]
+__version__ = "0.1.0"

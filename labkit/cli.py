@@ -1,0 +1,117 @@
+"""The ``labkit`` command line: train a teacher, distill a student, evaluate weights (introduced in 04_cifar_teacher)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from labkit import models
+from labkit.data import load_cifar10
+from labkit.evaluate import accuracy, expected_calibration_error, predict_logits
+from labkit.pretrained import load_pretrained, load_weights, save_weights
+from labkit.settings import quick_mode
+from labkit.train import distill, train
+
+QUICK = dict(train_per_class=50, test_per_class=20, epochs=1, batch_size=100)
+
+
+def _common(p: argparse.ArgumentParser, epochs: float, batch_size: int, out: str) -> None:
+    p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
+    p.add_argument("--epochs", type=float, default=epochs, help="training epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="batch size (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--out", default=out, help="folder for checkpoint, history.csv, weights (default %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--quick", action="store_true", help="a tiny real-data run in seconds (also set by LABKIT_QUICK=1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description="Knowledge Distillation Lab command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train-teacher", help="train the airbench-style CIFAR-10 teacher from scratch")
+    p.add_argument("--model", default="teacher", choices=models.available())
+    _common(p, epochs=12, batch_size=512, out="runs/teacher")
+    p = sub.add_parser("distill", help="distill a student from a teacher (the shipped one by default)")
+    p.add_argument("--student", default="student_small", choices=models.available())
+    p.add_argument("--teacher", default="pretrained", help="'pretrained' or a .safetensors file of a teacher")
+    p.add_argument("--T", type=float, default=2.0, help="temperature (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft term (default %(default)s)")
+    p.add_argument("--views", type=int, default=4, help="cached teacher views; 0 = online teacher (default %(default)s)")
+    _common(p, epochs=20, batch_size=512, out="runs/student")
+    p = sub.add_parser("evaluate", help="test accuracy of a weights file or a shipped model")
+    p.add_argument("--model", default="teacher", choices=models.available())
+    p.add_argument("--weights", default="pretrained", help="'pretrained' or a .safetensors file")
+    p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
+    p.add_argument("--quick", action="store_true", help="evaluate on 200 test images only")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def _data(args):
+    data = load_cifar10(args.data)
+    if args.quick:
+        data = data.subset(QUICK["train_per_class"], QUICK["test_per_class"], seed=getattr(args, "seed", 0))
+    return data
+
+
+def _model(arch: str, weights: str) -> torch.nn.Module:
+    if weights == "pretrained":
+        return load_pretrained(arch)
+    return load_weights(models.create(arch), weights).eval()
+
+
+def _report(model, data, seconds: float | None, history=None) -> dict:
+    result = {"model": getattr(model, "name", type(model).__name__), "parameters": models.count_parameters(model),
+              "gflops_per_image": round(models.forward_flops(model) / 1e9, 4), "test_images": len(data.test_labels)}
+    for tta in ("none", "flip", "flip_translate"):
+        logits = predict_logits(model, data.test_images, tta=tta)
+        result[f"test_acc_{tta}"] = round(accuracy(logits, data.test_labels), 4)
+        if tta == "none":
+            result["ece"] = round(expected_calibration_error(logits, data.test_labels), 4)
+    if seconds is not None:
+        result["train_seconds"] = round(seconds, 1)
+        result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    if history is not None:
+        result["final_epoch"] = history.last
+    width = max(map(len, result))
+    print("\n".join(f"{k.ljust(width)}  {v}" for k, v in result.items() if k != "final_epoch"))
+    return result
+
+
+def _finish(model, data, out: Path, started: float, history) -> None:
+    sha = save_weights(model, out / "model.safetensors")
+    result = _report(model, data, time.perf_counter() - started, history)
+    result["weights_sha256"] = sha
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"weights: {out / 'model.safetensors'} (sha256 {sha})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.quick = args.quick or quick_mode()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _data(args)
+    if args.command == "evaluate":
+        _report(_model(args.model, args.weights), data, None)
+        return 0
+    out = Path(args.out)
+    epochs, batch = (QUICK["epochs"], QUICK["batch_size"]) if args.quick else (args.epochs, args.batch_size)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    if args.command == "train-teacher":
+        model = models.create(args.model)
+        history = train(model, data, epochs, batch_size=batch, seed=args.seed, out=out, resume=args.resume)
+    else:
+        teacher = _model("teacher", args.teacher)
+        model = models.create(args.student)
+        history = distill(model, teacher, data, T=args.T, alpha=args.alpha, epochs=epochs, batch_size=batch,
+                          teacher_views=args.views, seed=args.seed, out=out, resume=args.resume)
+    _finish(model, data, out, started, history)
+    return 0

@@ -1,0 +1,220 @@
+"""CIFAR-10 as whole-data-set tensors, a cache, and a batched augmenting loader (introduced in 04_cifar_teacher).
+
+Images stay ``uint8`` N x 3 x 32 x 32 until a batch is drawn; the loader yields float images in [0, 1].
+Normalization is *not* done here: every labkit model starts with a fixed ``Normalize`` layer using
+:data:`CIFAR10_MEAN` / :data:`CIFAR10_STD`, so a model can be fed plain [0, 1] images by anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labkit.settings import DATA_ENV, cache_dir
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Per-channel statistics of the 50,000 training images in [0, 1] (tests recompute them from the data).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+_CACHE_FORMAT = 1
+
+
+@dataclass
+class CifarData:
+    """Train and test splits as tensors: images uint8 N x 3 x 32 x 32, labels int64 (introduced in 04_cifar_teacher)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...] = CIFAR10_CLASSES
+    source: str = ""
+
+    def subset(self, train_per_class: int | None = None, test_per_class: int | None = None, seed: int = 0) -> "CifarData":
+        """A stratified, seeded subset with ``*_per_class`` images of each class (None keeps a split whole)."""
+        def pick(images, labels, n):
+            if n is None:
+                return images, labels
+            idx = stratified_indices(labels, n, seed)
+            return images[idx], labels[idx]
+
+        train = pick(self.train_images, self.train_labels, train_per_class)
+        test = pick(self.test_images, self.test_labels, test_per_class)
+        return CifarData(*train, *test, classes=self.classes, source=self.source)
+
+    def split_validation(self, val_per_class: int = 500, seed: int = 0) -> tuple["CifarData", tuple[torch.Tensor, torch.Tensor]]:
+        """Hold out ``val_per_class`` training images per class for choosing settings without the test set.
+
+        Returns the data with the held-out images removed from ``train_*`` and the ``(images, labels)`` held out.
+        """
+        val_idx = stratified_indices(self.train_labels, val_per_class, seed)
+        keep = torch.ones(len(self.train_labels), dtype=torch.bool)
+        keep[val_idx] = False
+        rest = CifarData(self.train_images[keep], self.train_labels[keep], self.test_images, self.test_labels,
+                         classes=self.classes, source=self.source)
+        return rest, (self.train_images[val_idx], self.train_labels[val_idx])
+
+
+def stratified_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of ``per_class`` randomly chosen (seeded) examples of every class in ``labels``."""
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has only {len(idx)} examples, fewer than per_class={per_class}")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+class DataNotFoundError(FileNotFoundError):
+    """CIFAR-10 could not be found locally nor downloaded; the message says where labkit looked and what to do."""
+
+
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, verbose: bool = True) -> CifarData:
+    """Load all of CIFAR-10 as tensors (introduced in 04_cifar_teacher).
+
+    Looks, in order, in ``root`` (or ``$LABKIT_DATA``), then in labkit's cache folder, for either the official
+    ``cifar-10-batches-py`` or an image-folder copy (``train/<class>/*.jpg|png`` and ``test/<class>/...``);
+    failing both it downloads the official archive (md5-checked, with a mirror) into the cache folder.
+    Decoded tensors are cached, so only the first load of a source takes seconds.
+    """
+    searched = []
+    for folder in _candidate_folders(root):
+        searched.append(folder)
+        found = _find_source(folder)
+        if found is not None:
+            return _load_cached(*found, verbose=verbose)
+    if download:
+        from labkit.download import download_cifar10
+
+        source = download_cifar10(cache_dir(), searched, verbose=verbose)
+        return _load_cached(source, "batches-py", verbose=verbose)
+    raise DataNotFoundError(missing_data_message(searched))
+
+
+def missing_data_message(searched: list[Path], reason: str = "") -> str:
+    """The one error text shown when no CIFAR-10 can be had: where labkit looked and how to fix it."""
+    lines = ["CIFAR-10 was not found" + (f" and could not be downloaded ({reason})." if reason else ".")]
+    lines.append("labkit looked in:")
+    lines += [f"  - {p}" for p in searched]
+    lines += [
+        "To fix it, do one of these:",
+        f"  * set {DATA_ENV} to a folder holding 'cifar-10-batches-py' (the official python version) or an",
+        "    image folder with train/<class>/*.jpg and test/<class>/*.jpg,",
+        f"  * or place 'cifar-10-batches-py' by hand in {cache_dir()}",
+        "    (extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html there),",
+        "  * or connect to the internet and call load_cifar10() again to download it.",
+    ]
+    return "\n".join(lines)
+
+
+def _candidate_folders(root: str | os.PathLike | None) -> list[Path]:
+    given = root if root is not None else os.environ.get(DATA_ENV)
+    folders = [Path(given).expanduser()] if given else []
+    return folders + [cache_dir()]
+
+
+def _find_source(folder: Path) -> tuple[Path, str] | None:
+    """The CIFAR-10 copy in ``folder`` (the folder itself or a known child), with its format, or None."""
+    for cand in (folder, folder / "cifar-10-batches-py", folder / "cifar10-jpg", folder / "cifar10"):
+        if (cand / "data_batch_1").is_file() and (cand / "test_batch").is_file():
+            return cand, "batches-py"
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return cand, "image-folder"
+    return None
+
+
+def _read_batches_py(folder: Path) -> dict[str, torch.Tensor]:
+    from torchvision.datasets import CIFAR10
+
+    out = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = CIFAR10(str(folder.parent), train=train, download=False)  # torchvision checks each file's md5
+        if ds.base_folder != folder.name:
+            raise ValueError(f"expected a folder named {ds.base_folder!r}, got {folder}")
+        out[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
+    return out
+
+
+def _read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from torchvision.datasets import ImageFolder
+    from torchvision.io import ImageReadMode, decode_image
+
+    out = {}
+    for split in ("train", "test"):
+        ds = ImageFolder(str(folder / split), loader=lambda p: p)
+        if tuple(ds.classes) != CIFAR10_CLASSES:
+            raise ValueError(f"{folder / split} has class folders {ds.classes}, expected {list(CIFAR10_CLASSES)}")
+        images = torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path, _ in ds.samples])
+        if images.shape[1:] != (3, 32, 32):
+            raise ValueError(f"{folder / split} holds images of shape {tuple(images.shape[1:])}, expected 3x32x32")
+        out[f"{split}_images"] = images
+        out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
+    return out
+
+
+def _checksum(t: torch.Tensor) -> int:
+    return zlib.crc32(t.contiguous().numpy().view(np.uint8).data)
+
+
+def tensor_cache_path(source: Path, fmt: str) -> Path:
+    """Where the decoded tensors of one CIFAR-10 copy are cached (one file per source)."""
+    key = hashlib.sha1(f"{source.resolve()}|{fmt}|{_CACHE_FORMAT}".encode()).hexdigest()[:16]
+    return cache_dir() / "tensors" / f"cifar10-{fmt}-{key}.pt"
+
+
+def _load_cached(source: Path, fmt: str, verbose: bool = True) -> CifarData:
+    path = tensor_cache_path(source, fmt)
+    tensors = _read_tensor_cache(path)
+    if tensors is None:
+        if verbose:
+            print(f"Decoding CIFAR-10 from {source} (first time only; cached at {path})")
+        tensors = _read_batches_py(source) if fmt == "batches-py" else _read_image_folder(source)
+        _write_tensor_cache(path, tensors)
+    return CifarData(**tensors, source=f"{fmt}:{source}")
+
+
+def _read_tensor_cache(path: Path) -> dict[str, torch.Tensor] | None:
+    """The cached tensors, or None when the file is missing, truncated or fails its checksums."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+        tensors, sums = blob["tensors"], blob["crc32"]
+        if blob["format"] != _CACHE_FORMAT or any(_checksum(tensors[k]) != sums[k] for k in sums):
+            raise ValueError("checksum mismatch")
+        return tensors
+    except Exception as err:  # any unreadable cache is rebuilt from the source, never used
+        print(f"Ignoring damaged cache {path} ({type(err).__name__}: {err}); rebuilding it.")
+        return None
+
+
+def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    blob = {"format": _CACHE_FORMAT, "tensors": tensors, "crc32": {k: _checksum(v) for k, v in tensors.items()}}
+    atomic_torch_save(blob, path)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,92 @@
+"""What this machine offers the course: versions, threads, accelerators, quick mode, local CIFAR-10.
+
+Introduced in 00_start_here, whose first code cell prints :func:`print_environment_report`. Nothing here
+downloads or writes anything, so the check is instant and safe to run offline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from typing import TypedDict
+
+import torch
+
+from labkit import data
+from labkit.settings import quick_mode
+
+
+class EnvironmentReport(TypedDict):
+    """The facts :func:`environment_report` gathers (introduced in 00_start_here)."""
+
+    python: str
+    torch: str
+    torchvision: str
+    cpu_threads: int
+    cuda_available: bool
+    mps_available: bool
+    quick_mode: bool
+    cifar10: str | None  # "<folder> (<format>)" of the local copy, None when there is none
+    cifar10_help: str | None  # where labkit looked and how to get the data, when it is missing
+
+
+def _module_version(name: str) -> str:
+    """The module's version, or why it cannot be imported: a broken install should show up, not crash the check."""
+    try:
+        return importlib.import_module(name).__version__
+    except Exception as err:
+        return f"not importable ({type(err).__name__}: {err})"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _local_cifar10() -> tuple[str | None, str | None]:
+    """The local CIFAR-10 copy as text, else the help text; looks exactly where ``load_cifar10`` would."""
+    searched = data._candidate_folders(None)
+    for folder in searched:
+        found = data._find_source(folder)
+        if found is not None:
+            source, fmt = found
+            return f"{source} ({fmt})", None
+    return None, data.missing_data_message(searched)
+
+
+def environment_report() -> EnvironmentReport:
+    """Versions, CPU threads, accelerators, quick mode and local CIFAR-10, read-only (introduced in 00_start_here)."""
+    cifar10, cifar10_help = _local_cifar10()
+    return EnvironmentReport(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torchvision=_module_version("torchvision"),
+        cpu_threads=torch.get_num_threads(),
+        cuda_available=torch.cuda.is_available(),
+        mps_available=_mps_available(),
+        quick_mode=quick_mode(),
+        cifar10=cifar10,
+        cifar10_help=cifar10_help,
+    )
+
+
+def print_environment_report() -> None:
+    """Print :func:`environment_report` for people (introduced in 00_start_here)."""
+    report = environment_report()
+    rows = [
+        ("Python", report["python"]),
+        ("PyTorch", report["torch"]),
+        ("torchvision", report["torchvision"]),
+        ("CPU threads", str(report["cpu_threads"])),
+        ("CUDA GPU", "yes" if report["cuda_available"] else "no"),
+        ("Apple MPS", "yes" if report["mps_available"] else "no"),
+        ("Quick mode", "on (small, fast settings)" if report["quick_mode"] else "off"),
+        ("CIFAR-10", report["cifar10"] or "not found locally"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    if report["cifar10_help"]:
+        # Only 04_cifar_teacher onward needs the images, and load_cifar10 downloads them when it can.
+        print("\nNotebooks 00-03 need no data; from 04_cifar_teacher on, load_cifar10() downloads CIFAR-10 if it can.")
+        print(report["cifar10_help"])

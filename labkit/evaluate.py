@@ -1,0 +1,87 @@
+"""Predictions, accuracy, test-time augmentation and calibration (introduced in 04_cifar_teacher)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labkit.loader import to_float
+
+TTA_MODES = ("none", "flip", "flip_translate")
+
+
+def _as_float(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return to_float(images, channels_last) if images.dtype == torch.uint8 else images
+
+
+def _mirror(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (model(x) + model(x.flip(-1)))
+
+
+def _mirror_translate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # airbench's level-2 TTA: the mirrored pair, plus the mirrored pair shifted one pixel up-left and down-right.
+    padded = F.pad(x, (1,) * 4, mode="reflect")
+    h, w = x.shape[-2:]
+    shifted = (_mirror(model, padded[..., :h, :w]) + _mirror(model, padded[..., 2:, 2:])) / 2
+    return 0.5 * _mirror(model, x) + 0.5 * shifted
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 500, tta: str = "none",
+                   channels_last: bool = True) -> torch.Tensor:
+    """Logits for ``images`` (uint8 or float in [0, 1]) in eval mode, optionally with test-time augmentation.
+
+    ``tta="flip"`` averages the logits of each image and its mirror image; ``"flip_translate"`` also averages
+    one-pixel shifts (airbench's level 2). The model's train/eval mode is restored afterwards.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    infer = {"none": lambda m, x: m(x), "flip": _mirror, "flip_translate": _mirror_translate}[tta]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        out = [infer(model, _as_float(chunk, channels_last).to(device)).float().cpu()
+               for chunk in images.split(batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose largest logit is the label."""
+    if len(logits) != len(labels):
+        raise ValueError(f"{len(logits)} predictions for {len(labels)} labels")
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: str = "none") -> float:
+    """Top-1 accuracy of ``model`` on ``images``."""
+    return accuracy(predict_logits(model, images, tta=tta), labels)
+
+
+def per_class_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Accuracy on each true class (a vector of ``num_classes`` values)."""
+    hits = (logits.argmax(1) == labels).float()
+    return torch.zeros(num_classes).index_add_(0, labels, hits) / torch.bincount(labels, minlength=num_classes)
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Counts: row = true class, column = predicted class."""
+    pairs = labels * num_classes + logits.argmax(1)
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE: confidence-vs-accuracy gap averaged over equal-width confidence bins, weighted by bin size."""
+    confidence, predicted = torch.softmax(logits.float(), 1).max(1)
+    correct = (predicted == labels).float()
+    which = torch.clamp((confidence * bins).long(), max=bins - 1)
+    gap = torch.zeros(bins).index_add_(0, which, confidence - correct).abs()
+    return (gap.sum() / len(labels)).item()
+
+
+def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Fraction of images on which student and teacher predict the same class."""
+    return (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()

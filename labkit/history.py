@@ -1,0 +1,88 @@
+"""A small per-epoch results table that plots and saves itself without pandas (introduced in 04_cifar_teacher)."""
+
+from __future__ import annotations
+
+import csv
+import html
+from pathlib import Path
+from typing import Iterable
+
+
+class History:
+    """One row (a dict of numbers) per epoch; columns are read with ``history["test_acc"]``."""
+
+    def __init__(self, rows: Iterable[dict] = ()):
+        self.rows: list[dict] = [dict(r) for r in rows]
+
+    def append(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, column: str) -> list:
+        if not any(column in r for r in self.rows):
+            raise KeyError(f"no column {column!r}; columns are {self.columns}")
+        return [r.get(column) for r in self.rows]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(k for r in self.rows for k in r))
+
+    @property
+    def last(self) -> dict:
+        """The final epoch's row (what a result should quote: never the best epoch picked on test data)."""
+        return self.rows[-1]
+
+    def to_dict(self) -> dict[str, list]:
+        return {c: self[c] for c in self.columns}
+
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return path
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "History":
+        with open(path, newline="") as f:
+            return cls({k: _number(v) for k, v in row.items()} for row in csv.DictReader(f))
+
+    def plot(self, columns: list[str], ax=None, label: str = "", **kwargs):
+        """Plot ``columns`` against the epoch number on ``ax`` (a new figure if None); returns the axes."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+        for c in columns:
+            ax.plot(self["epoch"], self[c], marker="o", label=f"{label} {c}".strip(), **kwargs)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        return ax
+
+    def _format(self, value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    def __repr__(self) -> str:
+        cols = self.columns
+        cells = [cols] + [[self._format(r.get(c, "")) for c in cols] for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+        return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{self._format(r.get(c, ''))}</td>" for c in self.columns) + "</tr>" for r in self.rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

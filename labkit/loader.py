@@ -1,0 +1,152 @@
+"""Batches drawn from whole-data-set tensors, augmented on the batch (introduced in 04_cifar_teacher).
+
+In the style of airbench: no per-image Python work, no DataLoader workers; a batch is cropped and flipped
+with a few tensor operations while still ``uint8``, then scaled to float in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random-crop-with-padding and horizontal-flip settings.
+
+    The defaults equal torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``.
+    ``flip="alternate"`` is airbench's variant: each image gets a random flip in epoch 0 and the opposite
+    flip every other epoch, so consecutive epochs always see both orientations.
+    """
+
+    pad: int = 4
+    pad_mode: str = "constant"  # "constant" pads with zeros like torchvision; "reflect" mirrors the border
+    flip: str = "random"  # "random", "alternate" or "none"
+
+    def __post_init__(self):
+        if self.pad < 0 or self.pad_mode not in ("constant", "reflect") or self.flip not in ("random", "alternate", "none"):
+            raise ValueError(f"invalid augmentation settings: {self}")
+
+
+STANDARD = Augment()
+AIRBENCH = Augment(pad=2, pad_mode="reflect", flip="alternate")
+
+
+def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator, pad_mode: str = "constant") -> torch.Tensor:
+    """Pad every image by ``pad`` pixels and cut a random window of the original size out of each."""
+    if pad == 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (pad,) * 4, mode=pad_mode) if pad_mode == "constant" else _reflect_pad(images, pad)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator)
+    rows = (dy + torch.arange(h))[:, None, :, None]
+    cols = (dx + torch.arange(w))[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+def _reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
+    # F.pad's reflect mode has no uint8 kernel; indexing reflects just the same.
+    idx = torch.arange(-pad, images.shape[-1] + pad).abs()
+    idx = torch.where(idx >= images.shape[-1], 2 * (images.shape[-1] - 1) - idx, idx)
+    return images[..., idx[:, None], idx]
+
+
+def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A random boolean per image: which ones to mirror."""
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def apply_flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror (left-right) the images where ``mask`` is True."""
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+def augment_batch(images: torch.Tensor, aug: Augment, generator: torch.Generator,
+                  flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop and flip one batch; ``flips`` overrides the random flip mask (used for ``flip="alternate"``)."""
+    out = random_crop(images, aug.pad, generator, aug.pad_mode)
+    if flips is None and aug.flip == "random":
+        flips = flip_mask(len(images), generator)
+    return out if flips is None else apply_flip(out, flips)
+
+
+def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """uint8 images to float32 in [0, 1], optionally in channels_last memory layout (faster convs on CPU)."""
+    x = images.float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # float in [0, 1]
+    labels: torch.Tensor
+    index: torch.Tensor  # positions in the data set, to look up per-example extras such as teacher logits
+    view: int  # which precomputed view the batch came from (0 when augmenting on the fly)
+
+
+class Loader:
+    """Seeded, shuffled batches over uint8 images, augmented per batch (introduced in 04_cifar_teacher).
+
+    ``images`` is one N x 3 x H x W tensor, or a list of K precomputed augmented views of it; with views,
+    epoch e reads view ``e % K`` (so cached teacher logits of each view can be reused). Iterating runs one
+    epoch and advances :attr:`epoch`; the order and augmentation of epoch e depend only on (seed, e), so a
+    resumed run that sets ``loader.epoch`` sees the same batches.
+    """
+
+    def __init__(self, images: torch.Tensor | list[torch.Tensor], labels: torch.Tensor, batch_size: int = 256, *,
+                 augment: Augment | None = None, shuffle: bool = True, drop_last: bool = False, seed: int = 0,
+                 channels_last: bool = False):
+        self.views = list(images) if isinstance(images, (list, tuple)) else [images]
+        if any(v.shape != self.views[0].shape for v in self.views) or len(self.views[0]) != len(labels):
+            raise ValueError("every view must have the shape of the others and one label per image")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.labels, self.batch_size, self.augment = labels, batch_size, augment
+        self.shuffle, self.drop_last, self.seed, self.channels_last = shuffle, drop_last, seed, channels_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        view = epoch % len(self.views)
+        images, n = self.views[view], len(self.labels)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        flips = _alternate_flips(n, self.seed, epoch) if self.augment and self.augment.flip == "alternate" else None
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = images[idx]
+            if self.augment is not None:
+                x = augment_batch(x, self.augment, gen, None if flips is None else flips[idx])
+            yield Batch(to_float(x, self.channels_last), self.labels[idx], idx, view)
+
+
+def _alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    base = flip_mask(n, torch.Generator().manual_seed(seed))
+    return base ^ bool(epoch % 2)
+
+
+def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int = 0,
+               chunk: int = 10_000) -> list[torch.Tensor]:
+    """``num_views`` fixed augmented copies of ``images`` (uint8), reproducible from ``seed``.
+
+    Introduced in 05_distill_student: the teacher's logits are computed once per view and reused by every
+    student run. View k of ``flip="alternate"`` uses epoch k's orientation.
+    """
+    views = []
+    for k in range(num_views):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        flips = _alternate_flips(len(images), seed, k) if augment.flip == "alternate" else None
+        parts = [augment_batch(images[s:s + chunk], augment, gen, None if flips is None else flips[s:s + chunk])
+                 for s in range(0, len(images), chunk)]
+        views.append(torch.cat(parts))
+    return views

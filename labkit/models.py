@@ -1,0 +1,153 @@
+"""The course's CIFAR-10 networks: an airbench94-style teacher and small students (introduced in 04_cifar_teacher).
+
+Every model takes float images in [0, 1] (a fixed ``Normalize`` is its first layer) and returns logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from labkit.data import CIFAR10_MEAN, CIFAR10_STD
+
+
+class Normalize(nn.Module):
+    """Subtract the CIFAR-10 channel means and divide by the standard deviations (fixed buffers)."""
+
+    def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm with airbench's settings: tiny eps, fast running statistics, optionally a frozen scale."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, train_weight: bool = False):
+        super().__init__(channels, eps=1e-12, momentum=momentum)
+        self.weight.requires_grad_(train_weight)
+
+
+class Conv(nn.Conv2d):
+    """3x3 'same' convolution without bias, initialised near identity (Dirac) so that depth starts harmless."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, padding: str | int = "same", bias: bool = False):
+        super().__init__(c_in, c_out, kernel_size=kernel_size, padding=padding, bias=bias)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.bias is not None:
+            self.bias.data.zero_()
+        nn.init.dirac_(self.weight.data[: self.weight.size(1)])
+
+
+class ConvGroup(nn.Module):
+    """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU: one stage, halving the resolution."""
+
+    def __init__(self, c_in: int, c_out: int, train_bn_weight: bool = False):
+        super().__init__()
+        self.conv1, self.pool = Conv(c_in, c_out), nn.MaxPool2d(2)
+        self.norm1 = BatchNorm(c_out, train_weight=train_bn_weight)
+        self.conv2 = Conv(c_out, c_out)
+        self.norm2 = BatchNorm(c_out, train_weight=train_bn_weight)
+        self.activ = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activ(self.norm1(self.pool(self.conv1(x))))
+        return self.activ(self.norm2(self.conv2(x)))
+
+
+class CifarNet(nn.Module):
+    """Stem, three ``ConvGroup`` stages, global max-pool and a scaled linear head.
+
+    With ``whiten=True`` the stem is airbench's frozen 2x2 whitening convolution (set from data by
+    :func:`init_whitening`); otherwise it is a trainable 3x3 convolution.
+    """
+
+    def __init__(self, widths: tuple[int, int, int], stem_width: int, whiten: bool, num_classes: int = 10,
+                 logit_scale: float = 1 / 9, train_bn_weight: bool = False):
+        super().__init__()
+        self.normalize = Normalize()
+        if whiten:
+            self.stem = nn.Conv2d(3, stem_width, kernel_size=2, padding=0, bias=True)
+            self.stem.weight.requires_grad_(False)
+            nn.init.zeros_(self.stem.bias)
+        else:
+            self.stem = Conv(3, stem_width, bias=True)
+        self.stem_activ = nn.GELU()
+        w = (stem_width, *widths)
+        self.layers = nn.Sequential(*(ConvGroup(w[i], w[i + 1], train_bn_weight) for i in range(3)))
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
+        self.logit_scale = logit_scale
+        self.whiten = whiten
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled penultimate features (batch x width)."""
+        x = self.stem_activ(self.stem(self.normalize(x)))
+        return self.pool(self.layers(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.logit_scale
+
+
+@torch.no_grad()
+def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> None:
+    """Set a whitening stem from the covariance of 2x2 patches of ``images`` (float, [0, 1]).
+
+    The stem's filters become the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), and
+    their negatives (GELU then keeps both signs), so the first layer decorrelates the pixels.
+    """
+    if not model.whiten:
+        raise ValueError("init_whitening needs a model built with whiten=True")
+    x = model.normalize(images.float())
+    k = model.stem.kernel_size[0]
+    patches = x.unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, 3 * k * k).double()
+    cov = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).flip(0).reshape(-1, 3, k, k)
+    # The patch layout is (row, col, channel) after the transpose; conv weights are (channel, row, col).
+    filters = filters.reshape(-1, k, k, 3).permute(0, 3, 2, 1)
+    model.stem.weight.copy_(torch.cat([filters, -filters]).float())
+
+
+_REGISTRY: dict[str, Callable[[], CifarNet]] = {
+    "teacher": lambda: CifarNet((64, 256, 256), stem_width=24, whiten=True),
+    "student_small": lambda: CifarNet((24, 48, 64), stem_width=16, whiten=False),
+    "student_medium": lambda: CifarNet((32, 80, 128), stem_width=16, whiten=False),
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`create`."""
+    return sorted(_REGISTRY)
+
+
+def create(name: str) -> CifarNet:
+    """A freshly initialised model by name: ``"teacher"``, ``"student_small"`` or ``"student_medium"``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {available()}")
+    model = _REGISTRY[name]()
+    model.name = name
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (trainable or not) — what the model costs to store."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, image_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Forward-pass FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2 FLOPs)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *image_size))
+    model.train(was_training)
+    return counter.get_total_flops()

@@ -1,0 +1,71 @@
+"""Shipped, hash-verified weights: the CIFAR-10 teacher and reference students (introduced in 04_cifar_teacher).
+
+Weights are stored as safetensors (no pickle, so loading cannot run code) and each file's sha256 is pinned
+here; a missing, truncated or altered file is refused with a clear error before anything is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from labkit import models
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# name -> (architecture, file, sha256). Filled in when the weights are trained and shipped.
+SHIPPED: dict[str, tuple[str, str, str]] = {}
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, damaged or not the one whose hash labkit pins."""
+
+
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(model: nn.Module, path: str | Path, half: bool = True) -> str:
+    """Write ``model``'s state as safetensors (float16 for floating tensors when ``half``); returns the sha256."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return sha256_of(path)
+
+
+def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
+    """Load safetensors weights into ``model`` (after checking ``sha256`` when given); returns the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} is missing; reinstall labkit or retrain with the labkit CLI")
+    if sha256 is not None:
+        actual = sha256_of(path)
+        if actual != sha256:
+            raise WeightsError(f"weights file {path} is damaged or altered: sha256 {actual}, expected {sha256}. "
+                               "Reinstall labkit (e.g. `git checkout -- labkit/weights`) to restore it.")
+    state = load_file(str(path))
+    reference = model.state_dict()
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
+    return model
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """A shipped model by name (see :data:`SHIPPED`), verified, in eval mode on ``device``."""
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped weights named {name!r}; available: {sorted(SHIPPED)}")
+    arch, filename, sha = SHIPPED[name]
+    model = load_weights(models.create(arch), WEIGHTS_DIR / filename, sha)
+    return model.to(device).eval()
+
+
+def load_teacher(device: str | torch.device = "cpu") -> nn.Module:
+    """The shipped CIFAR-10 teacher, verified and in eval mode (introduced in 01_dark_knowledge)."""
+    return load_pretrained("teacher", device)

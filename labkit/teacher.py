@@ -1,0 +1,76 @@
+"""A frozen teacher and a disk cache of its logits (introduced in 05_distill_student)."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from labkit.data import atomic_torch_save
+from labkit.loader import to_float
+from labkit.settings import cache_dir
+
+
+class FrozenTeacher(nn.Module):
+    """Wraps a teacher so it can only predict: eval mode for life, no gradients, BatchNorm statistics fixed.
+
+    ``.train()`` on the wrapper is ignored, and a teacher switched to training mode behind the wrapper's back
+    is put back in eval mode before every forward pass.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model.training:
+            self.model.eval()
+        with torch.no_grad():
+            return self.model(x)
+
+
+def fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's state (names, shapes and values): equal weights give equal fingerprints."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor], batch_size: int = 500,
+                             use_cache: bool = True, progress: bool = True) -> torch.Tensor:
+    """The teacher's logits for each image of each view (uint8 images), as a K x N x C tensor.
+
+    Cached on disk under labkit's cache folder, keyed by the teacher's weights and the views' contents, so
+    every later student run (other seeds, T, alpha) reuses them.
+    """
+    key = hashlib.sha256(fingerprint(teacher).encode())
+    for v in views:
+        key.update(f"{tuple(v.shape)}:{zlib.crc32(v.contiguous().numpy().data)}".encode())
+    path = cache_dir() / "teacher_logits" / f"{key.hexdigest()[:24]}.pt"
+    if use_cache and path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a damaged cache is recomputed, never used
+            path.unlink(missing_ok=True)
+    was_training = teacher.training
+    teacher.eval()
+    chunks = [(k, s) for k in range(len(views)) for s in range(0, len(views[k]), batch_size)]
+    out = [[] for _ in views]
+    with torch.no_grad():
+        for k, s in tqdm(chunks, desc="teacher logits", disable=not progress, leave=False):
+            x = to_float(views[k][s:s + batch_size], channels_last=True)
+            out[k].append(teacher(x).float())
+    teacher.train(was_training)
+    logits = torch.stack([torch.cat(o) for o in out])
+    if use_cache:
+        atomic_torch_save(logits, path)
+    return logits

@@ -1,0 +1,262 @@
+"""Training and distillation loops with checkpoints and resume (introduced in 04_cifar_teacher / 05_distill_student).
+
+The recipe is airbench94's, written for this course: Nesterov SGD with hyperparameters expressed per 1024
+examples, a warm-up then linear-decay schedule, label smoothing, a frozen whitening stem whose bias trains for
+the first epochs, lookahead-style weight averaging, and channels_last convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from labkit.data import CifarData, atomic_torch_save
+from labkit.distillation import distillation_loss_parts
+from labkit.evaluate import accuracy, agreement, predict_logits
+from labkit.history import History
+from labkit.loader import AIRBENCH, Augment, Batch, Loader, make_views
+from labkit.models import CifarNet, init_whitening
+from labkit.teacher import FrozenTeacher, teacher_logits_for_views
+from labkit.validate import check_alpha, check_temperature
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; ``lr`` and ``weight_decay`` are per 1024 examples (batch-size independent)."""
+
+    epochs: float = 10.0
+    batch_size: int = 1024
+    lr: float = 11.5
+    momentum: float = 0.85
+    weight_decay: float = 0.0153
+    bias_scaler: float = 64.0  # BatchNorm biases learn this much faster (their weight decay is unchanged)
+    label_smoothing: float = 0.2
+    warmup_start: float = 0.2  # the schedule rises from warmup_start*lr to lr at peak_at of training ...
+    peak_at: float = 0.23
+    final_lr: float = 0.07  # ... then falls linearly to final_lr*lr
+    ema_start_epoch: int = 3
+    ema_decay: float = 0.95
+    ema_power: float = 3.0
+    ema_every: int = 5
+    whiten_bias_epochs: int = 3
+    augment: Augment = field(default_factory=lambda: AIRBENCH)
+    seed: int = 0
+    channels_last: bool = True
+    eval_tta: str = "none"  # per-epoch test evaluation; the final report can add TTA
+
+    def __post_init__(self):
+        if not self.epochs > 0 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def lr_schedule(total_steps: int, config: TrainConfig) -> torch.Tensor:
+    """Multiplier of ``lr`` at each step: linear warm-up to 1 at ``peak_at``, then linear decay to ``final_lr``."""
+    peak = max(1, int(config.peak_at * total_steps))
+    up = torch.linspace(config.warmup_start, 1.0, peak + 1)[:-1]
+    down = torch.linspace(1.0, config.final_lr, total_steps + 1 - peak)
+    return torch.cat([up, down])
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """Nesterov SGD with airbench's decoupled lr/momentum/weight decay and faster BatchNorm biases."""
+    kilostep_scale = 1024 * (1 + 1 / (1 - config.momentum))
+    lr = config.lr / kilostep_scale
+    wd = config.weight_decay * config.batch_size / kilostep_scale
+    norm_biases = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters() if p.requires_grad]
+    ids = {id(p) for p in norm_biases}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    # SGD's weight decay is multiplied by the group lr: dividing by it makes the decay equal for both groups.
+    groups = [dict(params=norm_biases, lr=lr * config.bias_scaler, weight_decay=wd / (lr * config.bias_scaler)),
+              dict(params=others, lr=lr, weight_decay=wd / lr)]
+    return torch.optim.SGD(groups, momentum=config.momentum, nesterov=True)
+
+
+class WeightAverage:
+    """airbench's lookahead: every few steps pull an exponential average towards the weights, then copy it back."""
+
+    def __init__(self, model: nn.Module):
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def update(self, model: nn.Module, decay: float) -> None:
+        with torch.no_grad():
+            for avg, current in zip(self.state.values(), model.state_dict().values()):
+                if current.is_floating_point():
+                    avg.lerp_(current, 1 - decay)
+                    current.copy_(avg)
+
+
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, data: CifarData, config: TrainConfig, *,
+         evaluate_epoch: Callable[[nn.Module], dict], out: str | Path | None, resume: bool, progress: bool,
+         desc: str, on_step: Callable[[int], None] | None) -> History:
+    """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history."""
+    torch.manual_seed(config.seed)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    total_steps = math.ceil(len(loader) * config.epochs)
+    schedule = lr_schedule(total_steps, config)
+    optimizer = make_optimizer(model, config)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    history, average, step, start_epoch = History(), None, 0, 0
+    checkpoint = Path(out) / "checkpoint.pt" if out else None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, step, start_epoch = History(state["history"]), state["step"], state["epoch"]
+        if state["average"] is not None:
+            average = WeightAverage(model)
+            average.state = state["average"]
+        torch.set_rng_state(state["rng"])
+    whitened = isinstance(model, CifarNet) and model.whiten
+    epochs = math.ceil(config.epochs)
+    for epoch in range(start_epoch, epochs):
+        if whitened:
+            model.stem.bias.requires_grad_(epoch < config.whiten_bias_epochs)
+        loader.epoch = epoch
+        model.train()
+        started, seen, sums = time.perf_counter(), 0, {}
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            if step >= total_steps:
+                break
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * schedule[step].item()
+            loss, logits, parts = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                                         f"(lr {optimizer.param_groups[1]['lr']:.3g}); lower the learning rate "
+                                         "or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if epoch >= config.ema_start_epoch and step % config.ema_every == 0:
+                if average is None:
+                    average = WeightAverage(model)
+                else:
+                    rho = config.ema_decay ** config.ema_every * (step / total_steps) ** config.ema_power
+                    average.update(model, rho)
+            n = len(batch.labels)
+            seen += n
+            sums["train_acc"] = sums.get("train_acc", 0.0) + (logits.argmax(1) == batch.labels).sum().item()
+            for k, v in {"loss": loss, **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v.item()  # losses are sums over the batch
+            bar.set_postfix(loss=f"{loss.item() / n:.3f}")
+            if on_step is not None:
+                on_step(step)
+        if average is not None:
+            average.update(model, 1.0)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        row.update(evaluate_epoch(model))
+        row.update(seconds=round(seconds, 2), images_per_s=round(seen / seconds, 1))
+        history.append(row)
+        if progress:
+            tqdm.write(f"{desc} " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if checkpoint is not None:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "epoch": epoch + 1, "history": history.rows, "rng": torch.get_rng_state(),
+                               "average": None if average is None else average.state,
+                               "config": _plain(config)}, checkpoint)
+            history.to_csv(Path(out) / "history.csv")
+    return history
+
+
+def _plain(config: TrainConfig) -> dict:
+    d = asdict(config)
+    d["augment"] = asdict(config.augment)
+    return d
+
+
+def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, config: TrainConfig | None = None,
+          out: str | Path | None = None, resume: bool = False, progress: bool = True,
+          on_step: Callable[[int], None] | None = None, **overrides) -> History:
+    """Supervised training on ``data.train_*`` with the course recipe; returns the per-epoch :class:`History`.
+
+    Introduced in 04_cifar_teacher. ``epochs`` and keyword ``overrides`` replace fields of ``config``
+    (a :class:`TrainConfig`). With ``out`` a checkpoint is written atomically after every epoch, and
+    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed.
+    """
+    config = _configure(config, epochs, overrides)
+    if isinstance(model, CifarNet) and model.whiten:  # deterministic; a resumed run then loads its weights
+        init_whitening(model, data.train_images[:5000].float() / 255)
+    loader = Loader(data.train_images, data.train_labels, config.batch_size, augment=config.augment,
+                    drop_last=True, seed=config.seed, channels_last=config.channels_last)
+
+    def loss_fn(m: nn.Module, batch: Batch):
+        logits = m(batch.images)
+        loss = F.cross_entropy(logits, batch.labels, label_smoothing=config.label_smoothing, reduction="sum")
+        return loss, logits.detach(), {}
+
+    def evaluate_epoch(m: nn.Module) -> dict:
+        logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
+        return {"test_acc": accuracy(logits, data.test_labels)}
+
+    return _fit(model, loader, loss_fn, data, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
+                progress=progress, desc="train", on_step=on_step)
+
+
+def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 2.0, alpha: float = 0.5,
+            epochs: float | None = None, *, teacher_views: int = 4, config: TrainConfig | None = None,
+            out: str | Path | None = None, resume: bool = False, progress: bool = True,
+            on_step: Callable[[int], None] | None = None, **overrides) -> History:
+    """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
+
+    With ``teacher_views=K > 0`` the teacher's logits are computed once for K fixed augmented views of the
+    training set (cached on disk, keyed by the teacher's weights and the views) and epoch e trains on view
+    e % K, so further students cost student time only. ``teacher_views=0`` is online distillation: teacher
+    and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
+    and the test-set teacher-student agreement and KL at temperature T.
+    """
+    T, alpha = check_temperature(T), check_alpha(alpha)
+    config = _configure(config, epochs, overrides)
+    frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
+    test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
+    if teacher_views > 0:
+        views = make_views(data.train_images, config.augment, teacher_views, seed=config.seed)
+        cached = teacher_logits_for_views(frozen, views, progress=progress)
+        loader = Loader(views, data.train_labels, config.batch_size, drop_last=True, seed=config.seed,
+                        channels_last=config.channels_last)
+        teacher_batch = lambda batch: cached[batch.view][batch.index]
+    else:
+        loader = Loader(data.train_images, data.train_labels, config.batch_size, augment=config.augment,
+                        drop_last=True, seed=config.seed, channels_last=config.channels_last)
+        teacher_batch = lambda batch: frozen(batch.images)
+
+    def loss_fn(m: nn.Module, batch: Batch):
+        logits = m(batch.images)
+        parts = distillation_loss_parts(logits, teacher_batch(batch), batch.labels, T=T, alpha=alpha)
+        n = len(batch.labels)
+        return parts.total * n, logits.detach(), {"kl_part": parts.soft.detach() * n, "ce_part": parts.hard.detach() * n}
+
+    def evaluate_epoch(m: nn.Module) -> dict:
+        logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
+        kl = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(test_teacher / T, 1), reduction="batchmean",
+                      log_target=True)
+        return {"test_acc": accuracy(logits, data.test_labels), "agreement": agreement(logits, test_teacher),
+                "test_kl": kl.item()}
+
+    return _fit(student, loader, loss_fn, data, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
+                progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step)
+
+
+def _configure(config: TrainConfig | None, epochs: float | None, overrides: dict) -> TrainConfig:
+    config = config or TrainConfig()
+    if epochs is not None:
+        overrides = {**overrides, "epochs": epochs}
+    return replace(config, **overrides) if overrides else config
