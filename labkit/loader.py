@@ -145,7 +145,8 @@ def _alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int = 0,
                chunk: int = 10_000) -> list[torch.Tensor]:
-    """``num_views`` fixed augmented copies of ``images`` (uint8), reproducible from ``seed``.
+    """``num_views`` fixed augmented copies of ``images`` (uint8), reproducible from ``seed`` (and ``chunk``,
+    which sets how the random draws are grouped: change it and the views change too).
 
     Introduced in 05_distill_student: the teacher's logits are computed once per view and reused by every
     student run. View k of ``flip="alternate"`` uses epoch k's orientation.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,17 @@ def tiny_cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             folder.mkdir(parents=True)
             for i in range(per_class):
                 image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=gen)
-                path = str(folder / f"{i:04d}{suffix}")
-                if suffix == ".png":
-                    write_png(image, path)
-                else:
-                    write_jpeg(image, path, quality=90)
+                _write_image(image, str(folder / f"{i:04d}{suffix}"))
     return root
+
+
+def _write_image(image: torch.Tensor, path: str) -> None:
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs (for TorchCodec)
+        warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
+        if path.endswith(".png"):
+            write_png(image, path)
+        else:
+            write_jpeg(image, path, quality=90)
 
 
 @pytest.fixture(scope="session")

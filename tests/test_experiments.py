@@ -1,0 +1,135 @@
+"""The scratch-vs-distilled experiment: validation-only choices, final epochs, equal budgets, summaries, targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labkit import experiments, models
+from labkit.data import CifarData, DataNotFoundError, load_cifar10
+from labkit.experiments import (check_targets, compare_scratch_vs_distilled, headline, history_of, markdown_table,
+                                summarize, validation_data)
+from labkit.train import TrainConfig
+
+
+def test_summarize_uses_the_sample_standard_deviation():
+    s = summarize([0.80, 0.82, 0.84])
+    assert s["mean"] == pytest.approx(0.82) and s["std"] == pytest.approx(0.02)
+    assert (s["min"], s["max"], s["n"]) == (0.80, 0.84, 3)
+    assert summarize([0.5])["std"] == 0.0
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def _fake_results(distilled, scratch, control=(0.80, 0.81, 0.79)):
+    runs = [{"arm": arm, "seed": seed, "test_acc": acc}
+            for arm, values in (("distilled", distilled), ("scratch", scratch), ("control", control))
+            for seed, acc in enumerate(values)]
+    results = {"settings": {"student": "student_small"}, "runs": runs,
+               "arms": {arm: {"test_acc": summarize([r["test_acc"] for r in runs if r["arm"] == arm])}
+                        for arm in ("scratch", "distilled", "control")}}
+    results["headline"] = headline(results)
+    return results
+
+
+def test_headline_gains_and_overlap():
+    h = _fake_results([0.91, 0.92, 0.915], [0.89, 0.90, 0.895])["headline"]
+    assert h["gain_over_scratch"] == pytest.approx(0.02)
+    assert h["paired_gains"] == pytest.approx([0.02, 0.02, 0.02])
+    assert not h["ranges_overlap"] and not h["std_intervals_overlap"]
+    assert h["gain_over_control"] == pytest.approx(0.915 - 0.80)
+    overlapping = _fake_results([0.91, 0.92, 0.895], [0.89, 0.90, 0.90])["headline"]
+    assert overlapping["ranges_overlap"]
+
+
+def test_targets_read_off_the_results():
+    results = _fake_results([0.91, 0.92, 0.915], [0.89, 0.90, 0.895])
+    speed = {"teacher": {"params": 2_000_000, "images_per_s": 700.0},
+             "student_small": {"params": 100_000, "images_per_s": 7000.0}}
+    targets = check_targets(results, speed)
+    assert all(t["met"] for t in targets.values()), targets
+    assert targets["params_ratio"]["value"] == pytest.approx(0.05)
+    assert targets["throughput_speedup"]["value"] == pytest.approx(10.0)
+    missed = check_targets(_fake_results([0.85, 0.86, 0.855], [0.85, 0.86, 0.85]))
+    assert not missed["distilled_test_acc"]["met"] and not missed["gain_over_scratch"]["met"]
+    assert not missed["seed_ranges_disjoint"]["met"] and "params_ratio" not in missed
+
+
+def test_validation_split_is_held_out_from_training():
+    n = 60
+    images = torch.arange(n, dtype=torch.int64).repeat_interleave(3 * 32 * 32).reshape(n, 3, 32, 32).to(torch.uint8)
+    labels = torch.arange(n) % 10
+    data = CifarData(images, labels, images[:20], labels[:20])
+    tune = validation_data(data, val_per_class=2)
+    train_ids, val_ids = set(tune.train_images[:, 0, 0, 0].tolist()), set(tune.test_images[:, 0, 0, 0].tolist())
+    assert len(val_ids) == 20 and len(train_ids) == 40 and not train_ids & val_ids
+    assert torch.bincount(tune.test_labels, minlength=10).tolist() == [2] * 10
+
+
+@pytest.fixture(scope="module")
+def tiny_real():
+    try:
+        data = load_cifar10(download=False, verbose=False)
+    except DataNotFoundError as err:
+        pytest.skip(f"real CIFAR-10 not available: {err}")
+    return data.subset(train_per_class=30, test_per_class=10, seed=0)
+
+
+def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real_distill = experiments.distill
+
+    def spy(student, teacher, data, **kwargs):
+        calls.append((data, kwargs))
+        return real_distill(student, teacher, data, **kwargs)
+
+    monkeypatch.setattr(experiments, "distill", spy)
+    torch.manual_seed(123)
+    teacher = models.create("student_small")  # an untrained stand-in: cheap, and the logic is what is tested
+    results = compare_scratch_vs_distilled(teacher, tiny_real, epochs=1, seeds=(0, 1), batch_size=50,
+                                           val_per_class=5, teacher_views=2, progress=False, log=None)
+    json.dumps(results)  # JSON-ready
+
+    runs = results["runs"]
+    assert [r["arm"] for r in runs].count("candidate") == 1 and len(runs) == 2 + 1 + 2 + 2
+    s = results["settings"]
+    assert (s["train_images"], s["val_images"], s["test_images"]) == (250, 50, 100)
+
+    # No run ever evaluated on the test images: distill saw the validation split as its evaluation split.
+    for data, kwargs in calls:
+        assert len(data.test_labels) == 50 and len(data.train_labels) == 250
+        assert not torch.equal(data.test_images[:10], tiny_real.test_images[:10])
+        assert kwargs["seed"] == 0 and kwargs["epochs"] == 1 and kwargs["batch_size"] == 50
+        assert kwargs["teacher_views"] == 2
+
+    # The choice was made on validation accuracy, by the first seed's runs.
+    chosen = results["chosen"]
+    best = max(results["candidates"], key=lambda c: c["val_acc"])
+    assert (chosen["T"], chosen["alpha"]) == (best["T"], best["alpha"])
+    control = [r for r in runs if r["arm"] == "control"]
+    assert all(r["lr_scale"] == pytest.approx(1 - chosen["alpha"]) for r in control)
+    assert {round(kw["lr"], 6) for _, kw in calls} == {round(TrainConfig().lr, 6),
+                                                        round(TrainConfig().lr * (1 - chosen["alpha"]), 6)}
+
+    # Same initial weights for every arm of a seed; different across seeds.
+    for seed in (0, 1):
+        assert len({r["init_fingerprint"] for r in runs if r["seed"] == seed}) == 1
+    assert runs[0]["init_fingerprint"] != [r for r in runs if r["seed"] == 1][0]["init_fingerprint"]
+
+    # Final epoch, never the best: reported numbers are the last history row; only reported arms touch the test set.
+    for r in runs:
+        assert r["val_acc"] == r["history"]["val_acc"][-1]
+        assert ("test_acc" in r) == (r["arm"] != "candidate")
+    for arm in ("scratch", "distilled", "control"):
+        summary = results["arms"][arm]["test_acc"]
+        assert summary["values"] == [r["test_acc"] for r in runs if r["arm"] == arm] and summary["n"] == 2
+        assert 0.0 <= summary["mean"] <= 1.0
+    history = history_of(results, "distilled", 1)
+    assert {"val_acc", "val_agreement", "val_kl", "train_ce", "train_kl"} <= set(history.columns)
+    assert "train_kl" not in history_of(results, "scratch", 0).columns  # alpha = 0: no soft term to undo
+    assert all(torch.isfinite(torch.tensor(history["loss"])))
+    table = markdown_table(results, check_targets(results))
+    assert "| scratch:" in table and "| distilled:" in table and "gain_over_scratch" in table

@@ -1,0 +1,94 @@
+"""Tests for labkit.widgets: the temperature explorer of 02_temperature, driven from code as a learner would by hand."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets as widgets  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from labkit import soft_targets  # noqa: E402
+from labkit.data import CIFAR10_CLASSES  # noqa: E402
+from labkit.widgets import TemperatureExplorer, entropy_bits, temperature_explorer  # noqa: E402
+
+
+@pytest.fixture
+def logits() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(3, 10, generator=gen) * 3
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (3, 3, 32, 32), generator=gen, dtype=torch.uint8)
+
+
+def bar_heights(explorer: TemperatureExplorer) -> torch.Tensor:
+    """The heights of the bars in the explorer's current figure (its last axes holds the bar plot)."""
+    bars = explorer.figure.axes[-1].patches
+    return torch.tensor([b.get_height() for b in bars], dtype=torch.float32)
+
+
+def test_initial_state_is_soft_targets_at_the_given_T(logits, images):
+    ex = temperature_explorer(logits, images, CIFAR10_CLASSES, T=2.0)
+    assert isinstance(ex.widget, widgets.Box)
+    torch.testing.assert_close(ex.probabilities, soft_targets(logits[0], 2.0))
+    assert ex.entropy == pytest.approx(float(entropy_bits(soft_targets(logits[0], 2.0))))
+    assert "T = 2.00" in ex.readout.value and f"{ex.entropy:.3f} bits" in ex.readout.value
+    torch.testing.assert_close(bar_heights(ex), ex.probabilities)
+
+
+def test_moving_the_slider_recomputes_distribution_entropy_and_readout(logits, images):
+    ex = temperature_explorer(logits, images, CIFAR10_CLASSES, T=2.0)
+    before_entropy, before_text = ex.entropy, ex.readout.value
+    ex.slider.value = 8.0
+    assert ex.T == pytest.approx(8.0)
+    torch.testing.assert_close(ex.probabilities, soft_targets(logits[0], 8.0))
+    assert ex.entropy > before_entropy
+    assert ex.readout.value != before_text and "T = 8.00" in ex.readout.value
+    torch.testing.assert_close(bar_heights(ex), ex.probabilities)
+    ex.slider.value = 0.5
+    torch.testing.assert_close(ex.probabilities, soft_targets(logits[0], 0.5))
+    assert ex.entropy < before_entropy
+
+
+def test_picking_another_image_changes_the_distribution(logits, images):
+    ex = temperature_explorer(logits, images, CIFAR10_CLASSES, T=3.0, labels=["a", "b", "c"])
+    first = ex.probabilities.clone()
+    ex.picker.value = 2
+    assert ex.index == 2
+    torch.testing.assert_close(ex.probabilities, soft_targets(logits[2], 3.0))
+    assert not torch.allclose(ex.probabilities, first)
+    assert ex.figure.axes[0].get_title() == "c"
+
+
+def test_entropy_bits_limits():
+    assert float(entropy_bits(torch.full((10,), 0.1))) == pytest.approx(math.log2(10))
+    assert float(entropy_bits(torch.eye(10)[3])) == 0.0
+
+
+def test_slider_and_layout_settings(logits):
+    ex = temperature_explorer(logits)  # no images: bars only
+    assert isinstance(ex.slider, widgets.FloatLogSlider)
+    assert ex.slider.continuous_update is False
+    assert 10**ex.slider.min == pytest.approx(0.1) and 10**ex.slider.max == pytest.approx(20.0)
+    assert ex.output.layout.height  # a fixed height, so the page does not jump as plots redraw
+    assert len(ex.figure.axes) == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(logits=torch.zeros(10)),
+    dict(logits=torch.zeros(2, 10), class_names=["a"] * 9),
+    dict(logits=torch.zeros(2, 10), images=torch.zeros(3, 3, 32, 32, dtype=torch.uint8)),
+    dict(logits=torch.zeros(2, 10), T=50.0),
+    dict(logits=torch.zeros(2, 10), T=0.0),
+])
+def test_bad_inputs_raise(kwargs):
+    with pytest.raises(ValueError):
+        temperature_explorer(**kwargs)
