@@ -157,6 +157,10 @@ def compare_scratch_vs_distilled(teacher: nn.Module, data: CifarData, *, student
     """
     if not seeds or not candidates:
         raise ValueError("need at least one seed and one (T, alpha) candidate")
+    candidates = [(float(T), float(alpha)) for T, alpha in candidates]
+    if any(not 0 < alpha < 1 for _, alpha in candidates):
+        raise ValueError(f"every candidate's alpha must lie strictly between 0 and 1 (0 is the scratch arm, and "
+                         f"the control's learning rate is x (1 - alpha)), got {candidates}")
     say = log or (lambda message: None)
     settings = dict(student=student, epochs=epochs, seeds=list(seeds), candidates=[list(c) for c in candidates],
                     teacher_views=teacher_views, batch_size=batch_size, val_per_class=val_per_class,

@@ -111,9 +111,8 @@ def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> 
     patches = x.unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, 3 * k * k).double()
     cov = patches.T @ patches / len(patches)
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    # After the transpose each patch is laid out (channel, row, col), exactly like a conv filter.
     filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).flip(0).reshape(-1, 3, k, k)
-    # The patch layout is (row, col, channel) after the transpose; conv weights are (channel, row, col).
-    filters = filters.reshape(-1, k, k, 3).permute(0, 3, 2, 1)
     model.stem.weight.copy_(torch.cat([filters, -filters]).float())
 
 

@@ -34,8 +34,14 @@ def sha256_of(path: str | Path) -> str:
 
 
 def save_weights(model: nn.Module, path: str | Path, half: bool = True) -> str:
-    """Write ``model``'s state as safetensors (float16 for floating tensors when ``half``); returns the sha256."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    """Write ``model``'s state as safetensors and return its sha256 (introduced in 04_cifar_teacher).
+
+    With ``half`` the parameters are stored as float16, halving the file; buffers such as BatchNorm running
+    variances stay float32, where float16 would round small variances badly.
+    """
+    params = {name for name, _ in model.named_parameters()}
+    state = {k: (v.half() if half and k in params and v.is_floating_point() else v).contiguous()
+             for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return sha256_of(path)

@@ -133,3 +133,11 @@ def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     assert all(torch.isfinite(torch.tensor(history["loss"])))
     table = markdown_table(results, check_targets(results))
     assert "| scratch:" in table and "| distilled:" in table and "gain_over_scratch" in table
+
+
+def test_candidates_must_mix_teacher_and_labels():
+    data = CifarData(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
+                     torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10))
+    for bad in ((2.0, 0.0), (2.0, 1.0)):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            compare_scratch_vs_distilled(models.create("student_small"), data, candidates=(bad,), log=None)
