@@ -35,16 +35,23 @@ STANDARD = Augment()
 AIRBENCH = Augment(pad=2, pad_mode="reflect", flip="alternate")
 
 
-def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator, pad_mode: str = "constant") -> torch.Tensor:
-    """Pad every image by ``pad`` pixels and cut a random window of the original size out of each."""
-    if pad == 0:
-        return images
+def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator, pad_mode: str = "constant",
+                flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad every image by ``pad`` pixels and cut a random window of the original size out of each.
+
+    ``flips`` (a boolean per image) also mirrors those images, within the same gather: one pass, not two.
+    """
     n, c, h, w = images.shape
+    if pad == 0 and flips is None:
+        return images
     padded = F.pad(images, (pad,) * 4, mode=pad_mode) if pad_mode == "constant" else _reflect_pad(images, pad)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator)
+    cols = torch.arange(w).expand(n, w)
+    if flips is not None:
+        cols = torch.where(flips[:, None], cols.flip(-1), cols)
     rows = (dy + torch.arange(h))[:, None, :, None]
-    cols = (dx + torch.arange(w))[:, None, None, :]
-    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows,
+                  (dx + cols)[:, None, None, :]]
 
 
 def _reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -73,10 +80,9 @@ def apply_flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def augment_batch(images: torch.Tensor, aug: Augment, generator: torch.Generator,
                   flips: torch.Tensor | None = None) -> torch.Tensor:
     """Crop and flip one batch; ``flips`` overrides the random flip mask (used for ``flip="alternate"``)."""
-    out = random_crop(images, aug.pad, generator, aug.pad_mode)
     if flips is None and aug.flip == "random":
         flips = flip_mask(len(images), generator)
-    return out if flips is None else apply_flip(out, flips)
+    return random_crop(images, aug.pad, generator, aug.pad_mode, flips)
 
 
 def to_float(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

@@ -16,8 +16,10 @@ from torch import nn
 from labkit import models
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# name -> (architecture, file, sha256). Filled in when the weights are trained and shipped.
-SHIPPED: dict[str, tuple[str, str, str]] = {}
+# name -> (architecture, file, sha256); how each was trained is in weights/README.md (the model card).
+SHIPPED: dict[str, tuple[str, str, str]] = {
+    "teacher": ("teacher", "teacher.safetensors", "97b210e218349697b69ace89d273eacabb64249ea9df91b321c7e5be543404e8"),
+}
 
 
 class WeightsError(RuntimeError):

@@ -62,7 +62,8 @@ def throughput(model: nn.Module, batch_size: int = 256, repeats: int = 20, warmu
 
 
 def weights_file_bytes(model: nn.Module, half: bool = True) -> int:
-    """Bytes of the model's weights saved with :func:`labkit.pretrained.save_weights` (float16 when ``half``)."""
+    """Bytes of the model's weights as :func:`labkit.pretrained.save_weights` writes them (float16 parameters
+    when ``half``)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.safetensors"
         save_weights(model, path, half=half)

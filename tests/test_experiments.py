@@ -94,7 +94,7 @@ def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     json.dumps(results)  # JSON-ready
 
     runs = results["runs"]
-    assert [r["arm"] for r in runs].count("candidate") == 1 and len(runs) == 2 + 1 + 2 + 2
+    assert [r["arm"] for r in runs].count("candidate") == 2 and len(runs) == 3 + 1 + 2 + 2
     s = results["settings"]
     assert (s["train_images"], s["val_images"], s["test_images"]) == (250, 50, 100)
 

@@ -233,3 +233,12 @@ def test_loader_cycles_through_views():
     for epoch in range(4):
         for b in loader:
             assert b.view == epoch % 3 and torch.equal(b.images, to_float(views[b.view][b.index]))
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_crop_with_flips_in_one_gather_equals_crop_then_flip(pad_mode):
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    flips = torch.rand(32, generator=torch.Generator().manual_seed(1)) < 0.5
+    fused = random_crop(images, 2, torch.Generator().manual_seed(2), pad_mode, flips)
+    separate = apply_flip(random_crop(images, 2, torch.Generator().manual_seed(2), pad_mode), flips)
+    assert torch.equal(fused, separate)
