@@ -65,3 +65,12 @@ def cifar(real_cifar_root: Path | None, tiny_cifar_folder: Path,
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
         return data.load_cifar10(tiny_cifar_folder, download=False, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def local_cifar() -> data.CifarData:
+    """All of the real CIFAR-10 found locally (never downloaded); the test is skipped when there is none."""
+    try:
+        return data.load_cifar10(download=False, verbose=False)
+    except data.DataNotFoundError as err:
+        pytest.skip(f"real CIFAR-10 not available: {err}")

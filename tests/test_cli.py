@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from labkit.cli import main
-from labkit.data import DataNotFoundError, load_cifar10
 
 
 @pytest.mark.parametrize("command", ["train-teacher", "distill", "evaluate"])
@@ -19,15 +18,7 @@ def test_help(command):
     assert "--quick" in result.stdout and "usage: labkit" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def have_data():
-    try:
-        load_cifar10(download=False, verbose=False)
-    except DataNotFoundError as err:
-        pytest.skip(f"real CIFAR-10 not available: {err}")
-
-
-def test_quick_runs_of_every_command(have_data, tmp_path, capsys):
+def test_quick_runs_of_every_command(local_cifar, tmp_path, capsys):
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     assert main(["train-teacher", "--quick", "--out", str(teacher_dir)]) == 0
     result = json.loads((teacher_dir / "result.json").read_text())

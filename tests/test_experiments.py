@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from labkit import experiments, models
-from labkit.data import CifarData, DataNotFoundError, load_cifar10
+from labkit.data import CifarData
 from labkit.experiments import (check_targets, compare_scratch_vs_distilled, headline, history_of, markdown_table,
                                 summarize, validation_data)
 from labkit.train import TrainConfig
@@ -69,12 +69,8 @@ def test_validation_split_is_held_out_from_training():
 
 
 @pytest.fixture(scope="module")
-def tiny_real():
-    try:
-        data = load_cifar10(download=False, verbose=False)
-    except DataNotFoundError as err:
-        pytest.skip(f"real CIFAR-10 not available: {err}")
-    return data.subset(train_per_class=30, test_per_class=10, seed=0)
+def tiny_real(local_cifar):
+    return local_cifar.subset(train_per_class=30, test_per_class=10, seed=0)
 
 
 def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from labkit import models
-from labkit.data import DataNotFoundError, load_cifar10
 from labkit.evaluate import accuracy, predict_logits
 from labkit.pretrained import SHIPPED, WEIGHTS_DIR, WeightsError, load_pretrained, load_teacher, load_weights, save_weights, sha256_of
 
@@ -67,10 +66,7 @@ def test_teacher_loads_in_eval_mode_without_gradients_needed():
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_models_are_accurate_on_real_test_images(name):
-    try:
-        data = load_cifar10(download=False, verbose=False).subset(test_per_class=40, seed=1)
-    except DataNotFoundError as err:
-        pytest.skip(f"real CIFAR-10 not available: {err}")
+def test_shipped_models_are_accurate_on_real_test_images(name, local_cifar):
+    data = local_cifar.subset(test_per_class=40, seed=1)
     acc = accuracy(predict_logits(load_pretrained(name), data.test_images), data.test_labels)
     assert acc >= ACCURACY_FLOOR[name], f"{name}: {acc:.3f} on 400 test images"

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from labkit import models
-from labkit.data import DataNotFoundError, load_cifar10
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
 from labkit.train import NonFiniteLossError, TrainConfig, distill, lr_schedule, train
 
@@ -14,12 +13,8 @@ FAST = dict(batch_size=100, progress=False)
 
 
 @pytest.fixture(scope="module")
-def small_cifar():
-    try:
-        data = load_cifar10(download=False, verbose=False)
-    except DataNotFoundError as err:
-        pytest.skip(f"real CIFAR-10 not available: {err}")
-    return data.subset(train_per_class=100, test_per_class=50, seed=0)
+def small_cifar(local_cifar):
+    return local_cifar.subset(train_per_class=100, test_per_class=50, seed=0)
 
 
 @pytest.fixture
