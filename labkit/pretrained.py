@@ -19,6 +19,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> (architecture, file, sha256); how each was trained is in weights/README.md (the model card).
 SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher": ("teacher", "teacher.safetensors", "97b210e218349697b69ace89d273eacabb64249ea9df91b321c7e5be543404e8"),
+    "student_small_scratch": ("student_small", "student_small_scratch.safetensors",
+                              "274eca8db0f6ada63c66e1af714bb8dc18133411268c99cad6e5e8b6ef1c38cf"),
+    "student_small_distilled": ("student_small", "student_small_distilled.safetensors",
+                                "a16c46df8ba47429b3f00264d531c9b522e3db965fa120aed0f0537c1bb8fe91"),
 }
 
 
