@@ -100,7 +100,7 @@ class WeightAverage:
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, data: CifarData, config: TrainConfig, *,
+def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig, *,
          evaluate_epoch: Callable[[nn.Module], dict], out: str | Path | None, resume: bool, progress: bool,
          desc: str, on_step: Callable[[int], None] | None) -> History:
     """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history."""
@@ -207,7 +207,7 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
         logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
         return {"test_acc": accuracy(logits, data.test_labels)}
 
-    return _fit(model, loader, loss_fn, data, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
+    return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
                 progress=progress, desc="train", on_step=on_step)
 
 
@@ -251,7 +251,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         return {"test_acc": accuracy(logits, data.test_labels), "agreement": agreement(logits, test_teacher),
                 "test_kl": kl.item()}
 
-    return _fit(student, loader, loss_fn, data, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
+    return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step)
 
 
