@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-teacher", help="train the airbench-style CIFAR-10 teacher from scratch")
     p.add_argument("--model", default="teacher", choices=models.available())
+    p.add_argument("--label-smoothing", type=float, default=0.2, help="label smoothing (default %(default)s)")
     _common(p, epochs=12, batch_size=512, out="runs/teacher")
     p = sub.add_parser("distill", help="distill a student from a teacher (the shipped one by default)")
     p.add_argument("--student", default="student_small", choices=models.available())
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.command == "train-teacher":
         model = models.create(args.model)
-        history = train(model, data, epochs, batch_size=batch, seed=args.seed, out=out, resume=args.resume)
+        history = train(model, data, epochs, batch_size=batch, seed=args.seed, out=out, resume=args.resume,
+                        label_smoothing=args.label_smoothing)
     else:
         teacher = _model("teacher", args.teacher)
         model = models.create(args.student)

@@ -103,8 +103,10 @@ def _validation_history(history: History, T: float, alpha: float) -> History:
 
 def train_student(teacher: nn.Module, tune: CifarData, *, student: str, seed: int, T: float, alpha: float,
                   lr_scale: float = 1.0, epochs: float, teacher_views: int = 4, batch_size: int = 512,
-                  data_seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict]:
-    """One student run through :func:`labkit.train.distill` on ``tune`` (built by :func:`validation_data`).
+                  data_seed: int = 0, progress: bool = True, method: Callable[..., History] | None = None,
+                  **method_options) -> tuple[nn.Module, dict]:
+    """One student run through :func:`labkit.train.distill` (or ``method``, a function with its signature, such
+    as :func:`labkit.beyond.function_matching`) on ``tune`` (built by :func:`validation_data`).
 
     Returns the trained student and a record of the run: its settings, the fingerprint of its initial weights,
     its per-epoch history (columns renamed ``val_acc``, ``val_agreement``, ``val_kl``, plus the unweighted
@@ -113,12 +115,15 @@ def train_student(teacher: nn.Module, tune: CifarData, *, student: str, seed: in
     torch.manual_seed(seed)
     model = models.create(student)
     init = fingerprint(model)[:16]
+    method = method or distill
     started = time.perf_counter()
-    history = distill(model, teacher, tune, T=T, alpha=alpha, epochs=epochs, teacher_views=teacher_views,
-                      batch_size=batch_size, seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress)
+    history = method(model, teacher, tune, T=T, alpha=alpha, epochs=epochs, teacher_views=teacher_views,
+                     batch_size=batch_size, seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress,
+                     **method_options)
     history = _validation_history(history, T, alpha)
     last = history.last
-    record = {"seed": seed, "T": T, "alpha": alpha, "lr_scale": lr_scale, "init_fingerprint": init,
+    record = {"seed": seed, "method": method.__name__, "T": T, "alpha": alpha, "lr_scale": lr_scale,
+              "init_fingerprint": init,
               "val_acc": last["val_acc"], "val_agreement": last["val_agreement"], "val_kl": last["val_kl"],
               "seconds": round(time.perf_counter() - started, 1), "history": history.to_dict()}
     return model, record
@@ -318,3 +323,59 @@ def markdown_table(results: dict, targets: dict | None = None) -> str:
             value = f"{t['value']:.4f}" if isinstance(t["value"], float) else str(t["value"])
             lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+
+def run_arms(arms: dict[str, dict], tune: CifarData, test_images: torch.Tensor, test_labels: torch.Tensor, *,
+             student: str, seeds: Sequence[int], epochs: float, batch_size: int = 512, data_seed: int = 0,
+             progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
+    """Train one student per (arm, seed) with :func:`train_student`, then test each final model once.
+
+    ``arms`` maps a name to the arm's ``teacher`` and its :func:`train_student` options (``T``, ``alpha``,
+    ``teacher_views``, ``method``, ...). For one seed every arm starts from the same weights and sees the same
+    batches. Returns, per arm, summaries over seeds of test/validation accuracy, agreement and ECE, the
+    teacher's test accuracy, and the runs (without their models).
+    """
+    if not arms or not seeds:
+        raise ValueError("need at least one arm and one seed")
+    say = log or (lambda message: None)
+    out = {}
+    for name, options in arms.items():
+        options = dict(options)
+        frozen = options.pop("teacher")
+        frozen = frozen if isinstance(frozen, FrozenTeacher) else FrozenTeacher(frozen)
+        teacher_test = teacher_logits_for_views(frozen, [test_images], progress=progress)[0]
+        runs = []
+        for seed in seeds:
+            say(f"{name}: seed {seed}")
+            model, record = train_student(frozen, tune, student=student, seed=seed, epochs=epochs,
+                                          batch_size=batch_size, data_seed=data_seed, progress=progress, **options)
+            record.update(evaluate_on_test(model, test_images, test_labels, teacher_test, options["T"]))
+            say(f"    final test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)")
+            runs.append(record)
+        out[name] = {"teacher_test_acc": accuracy(teacher_test, test_labels),
+                     **{k: summarize([r[k] for r in runs]) for k in ("test_acc", "val_acc", "test_agreement", "test_ece")},
+                     "runs": runs}
+    return out
+
+
+def compare_teachers(teachers: dict[str, nn.Module], data: CifarData, *, T: float, alpha: float,
+                     student: str = "student_small", epochs: float = 4, seeds: Sequence[int] = (0, 1, 2),
+                     teacher_views: int = 4, batch_size: int = 512, val_per_class: int = 500,
+                     train_per_class: int | None = None, test_per_class: int | None = None, data_seed: int = 0,
+                     progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
+    """One student per seed distilled from each of ``teachers`` (name -> model) at the same budget and (T, alpha).
+
+    Introduced in 07_ensemble_teachers; see :func:`run_arms` for what is held equal and what is returned.
+    """
+    started = time.perf_counter()
+    if train_per_class is not None or test_per_class is not None:
+        data = data.subset(train_per_class, test_per_class, seed=data_seed)
+    tune = validation_data(data, val_per_class, seed=data_seed)
+    arms = {name: dict(teacher=t, T=T, alpha=alpha, teacher_views=teacher_views) for name, t in teachers.items()}
+    results = run_arms(arms, tune, data.test_images, data.test_labels, student=student, seeds=seeds, epochs=epochs,
+                       batch_size=batch_size, data_seed=data_seed, progress=progress, log=log)
+    settings = dict(T=T, alpha=alpha, student=student, epochs=epochs, seeds=list(seeds), teacher_views=teacher_views,
+                    batch_size=batch_size, val_per_class=val_per_class, train_images=len(tune.train_labels),
+                    val_images=len(tune.test_labels), test_images=len(data.test_labels), data=data.source)
+    return {"settings": settings, "teachers": results, "seconds": round(time.perf_counter() - started, 1)}

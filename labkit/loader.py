@@ -165,3 +165,23 @@ def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int
                  for s in range(0, len(images), chunk)]
         views.append(torch.cat(parts))
     return views
+
+
+def mixup(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blend every image with a random partner from the same batch, ``lam * x + (1 - lam) * partner``.
+
+    Introduced in 08_beyond_logits for function matching (Beyer et al., 2022): teacher and student see the
+    same blend, so no label is needed. ``lam`` is drawn per image from Uniform(0, 1) (mixup's Beta(1, 1)).
+    Works on float images; the result stays in [0, 1] when the inputs are.
+    """
+    if not images.is_floating_point():
+        raise ValueError(f"mixup needs float images in [0, 1], got {images.dtype}")
+    n = len(images)
+    partner = torch.randperm(n, generator=generator)
+    lam = torch.rand(n, 1, 1, 1, generator=generator)
+    return (lam * images + (1 - lam) * images[partner]).contiguous(memory_format=_layout(images))
+
+
+def _layout(images: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format

@@ -97,6 +97,7 @@ class WeightAverage:
                     current.copy_(avg)
 
 
+Mixer = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -214,7 +215,8 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
 def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 2.0, alpha: float = 0.5,
             epochs: float | None = None, *, teacher_views: int = 4, config: TrainConfig | None = None,
             out: str | Path | None = None, resume: bool = False, progress: bool = True,
-            on_step: Callable[[int], None] | None = None, **overrides) -> History:
+            on_step: Callable[[int], None] | None = None, mix: Mixer | None = None,
+            extra_loss: Callable[[Batch], torch.Tensor] | None = None, **overrides) -> History:
     """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
 
     With ``teacher_views=K > 0`` the teacher's logits are computed once for K fixed augmented views of the
@@ -222,8 +224,16 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     e % K, so further students cost student time only. ``teacher_views=0`` is online distillation: teacher
     and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
     and the test-set teacher-student agreement and KL at temperature T.
+
+    Two hooks serve 08_beyond_logits. ``mix(images, generator)`` replaces every online batch by a mixed one
+    that teacher and student both see (function matching); the labels no longer describe mixed images, so it
+    needs ``alpha=1``. ``extra_loss(batch)``, called after both forward passes, adds a per-example-mean term
+    (e.g. a feature hint), tracked as ``extra_part``.
     """
     T, alpha = check_temperature(T), check_alpha(alpha)
+    if mix is not None and (teacher_views > 0 or alpha < 1):
+        raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
+                         f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
     config = _configure(config, epochs, overrides)
     frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
     test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
@@ -238,11 +248,24 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
                         drop_last=True, seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: frozen(batch.images)
 
+    if mix is not None:
+        generator = torch.Generator().manual_seed(config.seed)
+        mixed = lambda batch: batch._replace(images=mix(batch.images, generator))
+    else:
+        mixed = lambda batch: batch
+
     def loss_fn(m: nn.Module, batch: Batch):
+        batch = mixed(batch)
         logits = m(batch.images)
         parts = distillation_loss_parts(logits, teacher_batch(batch), batch.labels, T=T, alpha=alpha)
         n = len(batch.labels)
-        return parts.total * n, logits.detach(), {"kl_part": parts.soft.detach() * n, "ce_part": parts.hard.detach() * n}
+        found = {"kl_part": parts.soft.detach() * n, "ce_part": parts.hard.detach() * n}
+        total = parts.total
+        if extra_loss is not None:
+            extra = extra_loss(batch)
+            total = total + extra
+            found["extra_part"] = extra.detach() * n
+        return total * n, logits.detach(), found
 
     def evaluate_epoch(m: nn.Module) -> dict:
         logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
