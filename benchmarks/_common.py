@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
-import torch
+from labkit.results import machine_info as machine  # noqa: F401  (what the scripts record their numbers on)
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def print_table(rows: list[dict]) -> None:
