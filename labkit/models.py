@@ -50,11 +50,12 @@ class Conv(nn.Conv2d):
 class ConvGroup(nn.Module):
     """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU: one stage, halving the resolution."""
 
-    def __init__(self, c_in: int, c_out: int, train_bn_weight: bool = False):
+    def __init__(self, c_in: int, c_out: int, train_bn_weight: bool = False, c_mid: int | None = None):
         super().__init__()
-        self.conv1, self.pool = Conv(c_in, c_out), nn.MaxPool2d(2)
-        self.norm1 = BatchNorm(c_out, train_weight=train_bn_weight)
-        self.conv2 = Conv(c_out, c_out)
+        c_mid = c_mid or c_out  # narrower only in a channel-pruned copy (labkit.compress.prune_channels)
+        self.conv1, self.pool = Conv(c_in, c_mid), nn.MaxPool2d(2)
+        self.norm1 = BatchNorm(c_mid, train_weight=train_bn_weight)
+        self.conv2 = Conv(c_mid, c_out)
         self.norm2 = BatchNorm(c_out, train_weight=train_bn_weight)
         self.activ = nn.GELU()
 
@@ -71,7 +72,8 @@ class CifarNet(nn.Module):
     """
 
     def __init__(self, widths: tuple[int, int, int], stem_width: int, whiten: bool, num_classes: int = 10,
-                 logit_scale: float = 1 / 9, train_bn_weight: bool = False):
+                 logit_scale: float = 1 / 9, train_bn_weight: bool = False,
+                 mid_widths: tuple[int, int, int] | None = None):
         super().__init__()
         self.normalize = Normalize()
         if whiten:
@@ -82,11 +84,14 @@ class CifarNet(nn.Module):
             self.stem = Conv(3, stem_width, bias=True)
         self.stem_activ = nn.GELU()
         w = (stem_width, *widths)
-        self.layers = nn.Sequential(*(ConvGroup(w[i], w[i + 1], train_bn_weight) for i in range(3)))
+        mids = mid_widths or widths
+        self.layers = nn.Sequential(*(ConvGroup(w[i], w[i + 1], train_bn_weight, mids[i]) for i in range(3)))
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.logit_scale = logit_scale
         self.whiten = whiten
+        self.config = dict(widths=tuple(widths), stem_width=stem_width, whiten=whiten, num_classes=num_classes,
+                           logit_scale=logit_scale, train_bn_weight=train_bn_weight, mid_widths=tuple(mids))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled penultimate features (batch x width)."""
