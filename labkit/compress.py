@@ -16,8 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from labkit.evaluate import accuracy, predict_logits
 from labkit.loader import to_float
-from labkit.models import CifarNet, ConvGroup
+from labkit.models import CifarNet, ConvGroup, count_parameters, forward_flops
+from labkit.speed import latency_ms, throughput
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -135,3 +137,38 @@ def quantize_int8(model: nn.Module, calibration_images: torch.Tensor, batch_size
         freezing_passes(graph, example)
         constant_fold(graph)
     return Int8Model(graph)
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor the model computes with, as deployed: float32 weights for a float model, int8
+    weights plus their scales for an :class:`Int8Model` (whose constants live in its graph)."""
+    if isinstance(model, Int8Model):
+        graph = model.graph
+        tensors = {id(t): t for t in (*graph.parameters(), *graph.buffers())}
+        for node in graph.graph.nodes:
+            if node.op == "get_attr":
+                value = graph
+                for part in node.target.split("."):
+                    value = getattr(value, part)
+                if isinstance(value, torch.Tensor):
+                    tensors[id(value)] = value
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def deployment_row(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, *,
+                   float_model: nn.Module | None = None, latency_repeats: int = 100,
+                   throughput_repeats: int = 10) -> dict:
+    """Accuracy, stored size, CPU latency (batch 1) and throughput (batch 256) of one deployable model.
+
+    For an :class:`Int8Model` pass the ``float_model`` it came from: parameters and FLOPs are counted on it
+    (the int8 graph does the same arithmetic in another number format).
+    """
+    counted = float_model if float_model is not None else model
+    nonzero = sum(int((getattr(m, n) != 0).sum()) for m, n in prunable_weights(counted))
+    return {"test_acc": accuracy(predict_logits(model, test_images), test_labels),
+            "params": count_parameters(counted), "nonzero_weights": nonzero,
+            "mflops_per_image": round(forward_flops(counted) / 1e6, 1), "stored_kb": round(stored_bytes(model) / 1024, 1),
+            "latency_ms": round(latency_ms(model, 1, latency_repeats, warmup=10), 3),
+            "images_per_s": round(throughput(model, 256, throughput_repeats, warmup=2), 1),
+            "threads": torch.get_num_threads()}

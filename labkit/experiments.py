@@ -26,6 +26,7 @@ guards against the usual ways a distillation result fools its author:
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable, Sequence
@@ -379,3 +380,45 @@ def compare_teachers(teachers: dict[str, nn.Module], data: CifarData, *, T: floa
                     batch_size=batch_size, val_per_class=val_per_class, train_images=len(tune.train_labels),
                     val_images=len(tune.test_labels), test_images=len(data.test_labels), data=data.source)
     return {"settings": settings, "teachers": results, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def limited_data_comparison(teacher: nn.Module, data: CifarData, *, T: float, alpha: float,
+                            fractions: Sequence[float] = (0.02, 0.1), student: str = "student_small",
+                            images_seen: int = 50_000, seeds: Sequence[int] = (0, 1, 2), val_per_class: int = 100,
+                            batch_size: int = 128, data_seed: int = 0, progress: bool = False,
+                            log: Callable[[str], None] | None = print) -> dict:
+    """Scratch vs distilled students trained on a small labelled fraction of the training set.
+
+    Introduced in 09_compress_and_deploy (the "limited data" row of the decision matrix). ``val_per_class``
+    images per class are held out first and never labelled for training; each fraction's labelled subset is
+    drawn from the rest (a fraction of the full 50,000-image training set, stratified). Every run sees
+    ``images_seen`` augmented images (so smaller subsets get more epochs) with the same batches, weights and
+    schedule in both arms; the teacher's logits are cached for up to 8 views. The teacher was trained on all
+    training labels, as in Hinton et al.'s 3% experiment: the question is what a student can get from it when
+    the student's own labels are few.
+    """
+    if any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions must lie in (0, 1], got {fractions}")
+    started = time.perf_counter()
+    say = log or (lambda message: None)
+    rest, (val_images, val_labels) = data.split_validation(val_per_class, seed=data_seed)
+    per_class_total = len(data.train_labels) // len(data.classes)
+    results = {}
+    for fraction in fractions:
+        labelled = rest.subset(max(1, round(fraction * per_class_total)), None, seed=data_seed)
+        tune = CifarData(labelled.train_images, labelled.train_labels, val_images, val_labels, classes=data.classes,
+                         source=data.source)
+        epochs = images_seen / len(tune.train_labels)
+        views = min(8, math.ceil(epochs))
+        arms = {"scratch": dict(teacher=teacher, T=T, alpha=0.0, teacher_views=views),
+                "distilled": dict(teacher=teacher, T=T, alpha=alpha, teacher_views=views)}
+        say(f"{fraction:.0%} of the labels: {len(tune.train_labels):,} images, {epochs:.1f} epochs")
+        arms = run_arms(arms, tune, data.test_images, data.test_labels, student=student, seeds=seeds, epochs=epochs,
+                        batch_size=min(batch_size, len(tune.train_labels)), data_seed=data_seed, progress=progress,
+                        log=log)
+        gains = [d - s for d, s in zip(arms["distilled"]["test_acc"]["values"], arms["scratch"]["test_acc"]["values"])]
+        results[f"{fraction:g}"] = {"labelled_images": len(tune.train_labels), "epochs": epochs, "arms": arms,
+                                    "paired_gains": gains}
+    settings = dict(T=T, alpha=alpha, fractions=list(fractions), student=student, images_seen=images_seen,
+                    seeds=list(seeds), val_per_class=val_per_class, batch_size=batch_size, data=data.source)
+    return {"settings": settings, "fractions": results, "seconds": round(time.perf_counter() - started, 1)}

@@ -216,12 +216,15 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
             epochs: float | None = None, *, teacher_views: int = 4, config: TrainConfig | None = None,
             out: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_step: Callable[[int], None] | None = None, mix: Mixer | None = None,
-            extra_loss: Callable[[Batch], torch.Tensor] | None = None, **overrides) -> History:
+            extra_loss: Callable[[Batch], torch.Tensor] | None = None, views_seed: int | None = None,
+            **overrides) -> History:
     """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
 
     With ``teacher_views=K > 0`` the teacher's logits are computed once for K fixed augmented views of the
     training set (cached on disk, keyed by the teacher's weights and the views) and epoch e trains on view
-    e % K, so further students cost student time only. ``teacher_views=0`` is online distillation: teacher
+    e % K, so further students cost student time only. The views are drawn from ``views_seed`` (default: the
+    run's ``seed``); fixing it lets runs with different seeds (batch orders) share the cached logits.
+    ``teacher_views=0`` is online distillation: teacher
     and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
     and the test-set teacher-student agreement and KL at temperature T.
 
@@ -238,7 +241,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
     test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
     if teacher_views > 0:
-        views = make_views(data.train_images, config.augment, teacher_views, seed=config.seed)
+        views = make_views(data.train_images, config.augment, teacher_views,
+                           seed=config.seed if views_seed is None else views_seed)
         cached = teacher_logits_for_views(frozen, views, progress=progress)
         loader = Loader(views, data.train_labels, config.batch_size, drop_last=True, seed=config.seed,
                         channels_last=config.channels_last)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from labkit import models
-from labkit.compress import Int8Model, prune_channels, prune_unstructured, quantize_int8, sparsity
+from labkit.compress import (Int8Model, deployment_row, prune_channels, prune_unstructured, quantize_int8, sparsity,
+                             stored_bytes)
 from labkit.evaluate import predict_logits
 from labkit.pretrained import load_pretrained
 
@@ -56,3 +57,14 @@ def test_int8_model_predicts_like_the_float_one(local_cifar):
     assert int8.shape == reference.shape and torch.isfinite(int8).all()
     assert (int8.argmax(1) == reference.argmax(1)).float().mean() > 0.95
     assert quantized(torch.rand(1, 3, 32, 32)).shape == (1, 10)  # any batch size
+
+
+def test_stored_bytes_and_a_deployment_row(student, local_cifar):
+    state_bytes = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+    assert stored_bytes(student) == state_bytes
+    quantized = quantize_int8(student, local_cifar.train_images[:500])
+    assert stored_bytes(quantized) < state_bytes / 2.5  # int8 weights: a quarter of float32, plus scales
+    row = deployment_row(quantized, local_cifar.test_images[:200], local_cifar.test_labels[:200], float_model=student,
+                         latency_repeats=3, throughput_repeats=1)
+    assert row["params"] == models.count_parameters(student) and row["stored_kb"] < state_bytes / 1024
+    assert 0.5 < row["test_acc"] <= 1 and row["latency_ms"] > 0 and row["images_per_s"] > 0

@@ -137,3 +137,21 @@ def test_candidates_must_mix_teacher_and_labels():
     for bad in ((2.0, 0.0), (2.0, 1.0)):
         with pytest.raises(ValueError, match="strictly between 0 and 1"):
             compare_scratch_vs_distilled(models.create("student_small"), data, candidates=(bad,), log=None)
+
+
+def test_limited_data_comparison_on_a_tiny_subset(local_cifar, tmp_path, monkeypatch):
+    from labkit.experiments import limited_data_comparison
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(7)
+    teacher = models.create("student_small")
+    data = local_cifar.subset(train_per_class=60, test_per_class=5, seed=0)
+    result = limited_data_comparison(teacher, data, T=2.0, alpha=0.5, fractions=(0.1,), images_seen=120, seeds=(0,),
+                                     val_per_class=5, log=None)
+    json.dumps(result)
+    row = result["fractions"]["0.1"]
+    assert row["labelled_images"] == 60 and row["epochs"] == pytest.approx(2.0)
+    runs = [r for arm in row["arms"].values() for r in arm["runs"]]
+    assert {r["alpha"] for r in runs} == {0.0, 0.5} and len({r["init_fingerprint"] for r in runs}) == 1
+    assert len(row["paired_gains"]) == 1
+    with pytest.raises(ValueError, match="fractions"):
+        limited_data_comparison(teacher, data, T=2.0, alpha=0.5, fractions=(0.0,), log=None)

@@ -121,3 +121,18 @@ def test_nan_loss_is_reported_with_epoch_and_step(small_cifar):
     model.head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1\b"):
         train(model, small_cifar, epochs=1, **FAST)
+
+
+def test_runs_sharing_views_seed_share_the_teacher_logits(small_cifar, trained_small, private_cache):
+    teacher = trained_small[0]
+    histories = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        histories.append(distill(models.create("student_small"), teacher, small_cifar, epochs=1, teacher_views=1,
+                                 seed=seed, views_seed=0, **FAST))
+    cached = list((private_cache / "teacher_logits").glob("*.pt"))
+    assert len(cached) == 2  # the training views' logits (shared) and the test images' logits
+    assert histories[0].last["loss"] != histories[1].last["loss"]  # other seeds: other batch orders
+    torch.manual_seed(0)
+    distill(models.create("student_small"), teacher, small_cifar, epochs=1, teacher_views=1, seed=3, **FAST)
+    assert len(list((private_cache / "teacher_logits").glob("*.pt"))) == 3  # its own views

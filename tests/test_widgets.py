@@ -92,3 +92,37 @@ def test_slider_and_layout_settings(logits):
 def test_bad_inputs_raise(kwargs):
     with pytest.raises(ValueError):
         temperature_explorer(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def spiral_problem():
+    from labkit import toy
+    x, y, _ = toy.spirals(n_per_class=80, seed=0)
+    x_test, _, y_test = toy.spirals(n_per_class=80, seed=1, label_noise=0.0)
+    teacher = toy.fit(toy.mlp((32, 32), seed=0), x, y, steps=200)
+    return teacher, x, y, x_test, y_test
+
+
+def test_boundary_explorer_redistills_when_the_sliders_move(spiral_problem):
+    from labkit.widgets import boundary_explorer
+    ex = boundary_explorer(*spiral_problem, steps=60, resolution=40, T=2.0, alpha=0.9)
+    first = [p.detach().clone() for p in ex.student.parameters()]
+    assert 0 <= ex.accuracy <= 1 and ex.seconds > 0 and "alpha = 0.90" in ex.readout.value
+    ex.T_slider.value = 8.0
+    assert ex.T == pytest.approx(8.0) and "T = 8.00" in ex.readout.value
+    assert any(not torch.equal(a, b) for a, b in zip(first, ex.student.parameters()))
+    # With alpha = 0 the teacher weighs nothing: the student no longer depends on T.
+    ex.alpha_slider.value = 0.0
+    labels_only = [p.detach().clone() for p in ex.student.parameters()]
+    ex.T_slider.value = 1.0
+    for a, b in zip(labels_only, ex.student.parameters()):
+        torch.testing.assert_close(a, b)
+    assert len(ex.figure.axes) == 2
+
+
+def test_boundary_explorer_rejects_bad_settings(spiral_problem):
+    from labkit.widgets import boundary_explorer
+    with pytest.raises(ValueError):
+        boundary_explorer(*spiral_problem, alpha=1.5)
+    with pytest.raises(ValueError):
+        boundary_explorer(*spiral_problem, T=50.0)

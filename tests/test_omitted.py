@@ -1,0 +1,51 @@
+"""The omitted-class experiment: the transfer set, the bias correction chosen on validation, a tiny real run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from labkit import models
+from labkit.data import CifarData
+from labkit.omitted import choose_bias, omitted_class_experiment, with_bias, without_class
+
+
+def test_without_class_removes_every_training_image_of_it():
+    labels = torch.arange(40) % 10
+    data = CifarData(torch.zeros(40, 3, 32, 32, dtype=torch.uint8), labels,
+                     torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10))
+    transfer = without_class(data, 3)
+    assert 3 not in transfer.train_labels.tolist() and len(transfer.train_labels) == 36
+    assert len(transfer.test_labels) == 10  # the test split keeps the class
+    with pytest.raises(ValueError, match="class index"):
+        without_class(data, 10)
+
+
+def test_bias_is_chosen_to_recover_a_suppressed_class():
+    labels = torch.arange(200) % 4
+    logits = torch.nn.functional.one_hot(labels, 4).float() * 3
+    logits[labels == 2, 2] -= 5.0  # class 2 is always out-scored by 2 points... until its bias rises by > 2
+    assert (logits.argmax(1) == labels).float().mean() == 0.75
+    bias = choose_bias(logits, labels, omitted=2)
+    assert 2.0 < bias < 3.0  # the smallest bias that fixes class 2 without hurting the others (they lead by 3)
+    assert (with_bias(logits, 2, bias).argmax(1) == labels).all()
+    assert torch.equal(with_bias(logits, 2, 0.0), logits)
+
+
+def test_omitted_class_experiment_on_a_tiny_subset(local_cifar, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(11)
+    teacher = models.create("student_small")
+    result = omitted_class_experiment(teacher, local_cifar, omitted=3, T=2.0, alpha=0.5, epochs=1, seeds=(0,),
+                                      teacher_views=1, batch_size=50, val_per_class=5, train_per_class=30,
+                                      test_per_class=10, log=None)
+    json.dumps(result)
+    s = result["settings"]
+    assert s["omitted_name"] == "cat" and s["transfer_images"] == 9 * 25 and s["val_images"] == 50
+    for arm in ("distilled", "labels only"):
+        (run,) = result["runs"][arm]
+        assert sum(run["omitted_row"]) == 10 and sum(run["omitted_row_biased"]) == 10
+        assert run["omitted_acc_biased"] >= run["omitted_acc"]
+    assert result["runs"]["distilled"][0]["init_fingerprint"] == result["runs"]["labels only"][0]["init_fingerprint"]
