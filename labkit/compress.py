@@ -140,20 +140,20 @@ def quantize_int8(model: nn.Module, calibration_images: torch.Tensor, batch_size
 
 
 def stored_bytes(model: nn.Module) -> int:
-    """Bytes of every tensor the model computes with, as deployed: float32 weights for a float model, int8
-    weights plus their scales for an :class:`Int8Model` (whose constants live in its graph)."""
-    if isinstance(model, Int8Model):
-        graph = model.graph
-        tensors = {id(t): t for t in (*graph.parameters(), *graph.buffers())}
-        for node in graph.graph.nodes:
-            if node.op == "get_attr":
-                value = graph
-                for part in node.target.split("."):
-                    value = getattr(value, part)
-                if isinstance(value, torch.Tensor):
-                    tensors[id(value)] = value
-        return sum(t.numel() * t.element_size() for t in tensors.values())
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    """Bytes of every tensor the model computes with, as deployed: float32 weights for a float model; for an
+    :class:`Int8Model`, the constants its graph reads (int8 weights plus float scales, biases and statistics)."""
+    if not isinstance(model, Int8Model):
+        return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    graph, used = model.graph, {}
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            value = graph
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                used[id(value)] = value
+    # oneDNN's prepacked int8 convolution weights are opaque tensors that report float32: one byte each.
+    return sum(t.numel() * (1 if t.is_mkldnn else t.element_size()) for t in used.values())
 
 
 def deployment_row(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, *,
