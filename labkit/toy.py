@@ -49,13 +49,18 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, teacher_logits: t
     """Full-batch Adam on ``(x, y)``: cross-entropy, or :func:`labkit.distillation_loss` when ``teacher_logits``
     is given. Trains ``model`` in place and returns it."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        logits = model(x)
-        loss = (F.cross_entropy(logits, y) if teacher_logits is None
-                else distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tensors this small: extra threads cost more in synchronisation than they give
+    try:
+        for _ in range(steps):
+            logits = model(x)
+            loss = (F.cross_entropy(logits, y) if teacher_logits is None
+                    else distillation_loss(logits, teacher_logits, y, T=T, alpha=alpha))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model
 
 
