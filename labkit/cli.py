@@ -1,4 +1,7 @@
-"""The ``labkit`` command line: train a teacher, distill a student, evaluate weights (introduced in 04_cifar_teacher)."""
+"""The ``labkit`` command line: train a teacher, distill a student, evaluate weights (introduced in 04_cifar_teacher).
+
+``train-teacher`` and ``distill`` also run data parallel under ``accelerate launch`` (docs/scaling.md).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 
 from labkit import models
 from labkit.data import load_cifar10
+from labkit.distributed import processes
 from labkit.evaluate import accuracy, expected_calibration_error, predict_logits
 from labkit.pretrained import load_pretrained, load_weights, save_weights
 from labkit.settings import quick_mode
@@ -23,7 +27,8 @@ QUICK = dict(train_per_class=50, test_per_class=20, epochs=1, batch_size=100)
 def _common(p: argparse.ArgumentParser, epochs: float, batch_size: int, out: str) -> None:
     p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
     p.add_argument("--epochs", type=float, default=epochs, help="training epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="batch size (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help="batch size; under accelerate launch, of all processes together (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--out", default=out, help="folder for checkpoint, history.csv, weights (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -32,7 +37,9 @@ def _common(p: argparse.ArgumentParser, epochs: float, batch_size: int, out: str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labkit", description="Knowledge Distillation Lab command line.")
+    parser = argparse.ArgumentParser(prog="labkit", description="Knowledge Distillation Lab command line.",
+                                     epilog="train-teacher and distill also run data parallel under "
+                                            "`accelerate launch -m labkit ...` (docs/scaling.md)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-teacher", help="train the airbench-style CIFAR-10 teacher from scratch")
     p.add_argument("--model", default="teacher", choices=models.available())
@@ -67,7 +74,7 @@ def _model(arch: str, weights: str) -> torch.nn.Module:
     return load_weights(models.create(arch), weights).eval()
 
 
-def _report(model, data, seconds: float | None, history=None) -> dict:
+def _report(model, data, seconds: float | None, history=None, num_processes: int = 1) -> dict:
     result = {"model": getattr(model, "name", type(model).__name__), "parameters": models.count_parameters(model),
               "gflops_per_image": round(models.forward_flops(model) / 1e9, 4), "test_images": len(data.test_labels)}
     for tta in ("none", "flip", "flip_translate"):
@@ -78,6 +85,7 @@ def _report(model, data, seconds: float | None, history=None) -> dict:
     if seconds is not None:
         result["train_seconds"] = round(seconds, 1)
         result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        result["processes"] = num_processes
     if history is not None:
         result["final_epoch"] = history.last
     width = max(map(len, result))
@@ -85,9 +93,9 @@ def _report(model, data, seconds: float | None, history=None) -> dict:
     return result
 
 
-def _finish(model, data, out: Path, started: float, history) -> None:
+def _finish(model, data, out: Path, started: float, history, num_processes: int) -> None:
     sha = save_weights(model, out / "model.safetensors")
-    result = _report(model, data, time.perf_counter() - started, history)
+    result = _report(model, data, time.perf_counter() - started, history, num_processes)
     result["weights_sha256"] = sha
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"weights: {out / 'model.safetensors'} (sha256 {sha})")
@@ -98,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     args.quick = args.quick or quick_mode()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = _data(args)
+    parallel = processes()
+    with parallel.main_process_first():  # a first run decodes CIFAR-10 into the cache once per machine
+        data = _data(args)
     if args.command == "evaluate":
         _report(_model(args.model, args.weights), data, None)
         return 0
@@ -115,5 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         model = models.create(args.student)
         history = distill(model, teacher, data, T=args.T, alpha=args.alpha, epochs=epochs, batch_size=batch,
                           teacher_views=args.views, seed=args.seed, out=out, resume=args.resume)
-    _finish(model, data, out, started, history)
+    if parallel.is_main_process:
+        _finish(model.cpu(), data, out, started, history, parallel.num_processes)
     return 0

@@ -65,10 +65,11 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor], batc
     teacher.eval()
     chunks = [(k, s) for k in range(len(views)) for s in range(0, len(views[k]), batch_size)]
     out = [[] for _ in views]
+    device = next(teacher.parameters()).device  # a GPU under `accelerate launch` (docs/scaling.md)
     with torch.no_grad():
         for k, s in tqdm(chunks, desc="teacher logits", disable=not progress, leave=False):
-            x = to_float(views[k][s:s + batch_size], channels_last=True)
-            out[k].append(teacher(x).float())
+            x = to_float(views[k][s:s + batch_size].to(device), channels_last=True)
+            out[k].append(teacher(x).float().cpu())
     teacher.train(was_training)
     logits = torch.stack([torch.cat(o) for o in out])
     if use_cache:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from labkit.data import CifarData, atomic_torch_save
 from labkit.distillation import distillation_loss_parts
+from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits
 from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, Batch, Loader, make_views
@@ -103,11 +104,15 @@ LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str
 
 def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig, *,
          evaluate_epoch: Callable[[nn.Module], dict], out: str | Path | None, resume: bool, progress: bool,
-         desc: str, on_step: Callable[[int], None] | None) -> History:
-    """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history."""
+         desc: str, on_step: Callable[[int], None] | None, parallel: SingleProcess) -> History:
+    """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history.
+
+    ``model`` itself is averaged, evaluated and saved; ``parallel`` may wrap it for training (docs/scaling.md).
+    """
     torch.manual_seed(config.seed)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    parallel.place(model)
     total_steps = math.ceil(len(loader) * config.epochs)
     schedule = lr_schedule(total_steps, config)
     optimizer = make_optimizer(model, config)
@@ -115,35 +120,39 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
     history, average, step, start_epoch = History(), None, 0, 0
     checkpoint = Path(out) / "checkpoint.pt" if out else None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])  # both loads copy onto the model's device
         optimizer.load_state_dict(state["optimizer"])
         history, step, start_epoch = History(state["history"]), state["step"], state["epoch"]
         if state["average"] is not None:
             average = WeightAverage(model)
-            average.state = state["average"]
+            average.state = {k: parallel.place(v) for k, v in state["average"].items()}
         torch.set_rng_state(state["rng"])
+    trained, optimizer = parallel.prepare(model, optimizer)
     whitened = isinstance(model, CifarNet) and model.whiten
     epochs = math.ceil(config.epochs)
     for epoch in range(start_epoch, epochs):
         if whitened:
             model.stem.bias.requires_grad_(epoch < config.whiten_bias_epochs)
         loader.epoch = epoch
-        model.train()
-        started, seen, sums = time.perf_counter(), 0, {}
-        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        trained.train()
+        started, sums = time.perf_counter(), {"seen": 0.0}
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not (progress and parallel.is_main_process))
         for batch in bar:
             if step >= total_steps:
                 break
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * schedule[step].item()
-            loss, logits, parts = loss_fn(model, batch)
+            batch = parallel.shard(batch)
+            with parallel.autocast():
+                loss, logits, parts = loss_fn(trained, batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                                          f"(lr {optimizer.param_groups[1]['lr']:.3g}); lower the learning rate "
                                          "or check the inputs")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parallel.backward(loss)
             optimizer.step()
             step += 1
             if epoch >= config.ema_start_epoch and step % config.ema_every == 0:
@@ -153,7 +162,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
                     rho = config.ema_decay ** config.ema_every * (step / total_steps) ** config.ema_power
                     average.update(model, rho)
             n = len(batch.labels)
-            seen += n
+            sums["seen"] += n
             sums["train_acc"] = sums.get("train_acc", 0.0) + (logits.argmax(1) == batch.labels).sum().item()
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()  # losses are sums over the batch
@@ -163,18 +172,21 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
         if average is not None:
             average.update(model, 1.0)
         seconds = time.perf_counter() - started
+        sums = parallel.total(sums)
+        seen = sums.pop("seen")
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
         row.update(evaluate_epoch(model))
         row.update(seconds=round(seconds, 2), images_per_s=round(seen / seconds, 1))
         history.append(row)
-        if progress:
+        if progress and parallel.is_main_process:
             tqdm.write(f"{desc} " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if checkpoint is not None:
+        if checkpoint is not None and parallel.is_main_process:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                "epoch": epoch + 1, "history": history.rows, "rng": torch.get_rng_state(),
                                "average": None if average is None else average.state,
                                "config": _plain(config)}, checkpoint)
             history.to_csv(Path(out) / "history.csv")
+    parallel.wait_for_everyone()  # no process returns before rank 0 has written the last checkpoint
     return history
 
 
@@ -191,10 +203,13 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
 
     Introduced in 04_cifar_teacher. ``epochs`` and keyword ``overrides`` replace fields of ``config``
     (a :class:`TrainConfig`). With ``out`` a checkpoint is written atomically after every epoch, and
-    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed.
+    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed. Under
+    ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md).
     """
     config = _configure(config, epochs, overrides)
-    if isinstance(model, CifarNet) and model.whiten:  # deterministic; a resumed run then loads its weights
+    whitened = isinstance(model, CifarNet) and model.whiten
+    parallel = processes(find_unused_parameters=whitened)  # the whitening bias stops training mid-run
+    if whitened:  # deterministic; a resumed run then loads its weights
         init_whitening(model, data.train_images[:5000].float() / 255)
     loader = Loader(data.train_images, data.train_labels, config.batch_size, augment=config.augment,
                     drop_last=True, seed=config.seed, channels_last=config.channels_last)
@@ -209,7 +224,7 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
         return {"test_acc": accuracy(logits, data.test_labels)}
 
     return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
-                progress=progress, desc="train", on_step=on_step)
+                progress=progress, desc="train", on_step=on_step, parallel=parallel)
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 2.0, alpha: float = 0.5,
@@ -232,18 +247,28 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     that teacher and student both see (function matching); the labels no longer describe mixed images, so it
     needs ``alpha=1``. ``extra_loss(batch)``, called after both forward passes, adds a per-example-mean term
     (e.g. a feature hint), tracked as ``extra_part``.
+
+    Under ``accelerate launch`` the student trains data parallel (docs/scaling.md); the teacher is not handed to
+    Accelerate, so it stays frozen and outside the gradient averaging, and each process runs it on its own slice.
     """
     T, alpha = check_temperature(T), check_alpha(alpha)
     if mix is not None and (teacher_views > 0 or alpha < 1):
         raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
                          f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
+    parallel = processes()
+    progress = progress and parallel.is_main_process
+    if mix is not None and parallel.num_processes > 1:
+        raise ValueError("mixed batches (function matching) run in one process only: each process would draw "
+                         "mixing partners from its own slice of the batch")
     config = _configure(config, epochs, overrides)
-    frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
-    test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
+    frozen = parallel.place(teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher))
+    with parallel.main_process_first():  # one process per machine fills the logit cache, the others read it
+        test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
+        if teacher_views > 0:
+            views = make_views(data.train_images, config.augment, teacher_views,
+                               seed=config.seed if views_seed is None else views_seed)
+            cached = parallel.place(teacher_logits_for_views(frozen, views, progress=progress))
     if teacher_views > 0:
-        views = make_views(data.train_images, config.augment, teacher_views,
-                           seed=config.seed if views_seed is None else views_seed)
-        cached = teacher_logits_for_views(frozen, views, progress=progress)
         loader = Loader(views, data.train_labels, config.batch_size, drop_last=True, seed=config.seed,
                         channels_last=config.channels_last)
         teacher_batch = lambda batch: cached[batch.view][batch.index]
@@ -279,7 +304,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
                 "test_kl": kl.item()}
 
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
-                progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step)
+                progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel)
 
 
 def _configure(config: TrainConfig | None, epochs: float | None, overrides: dict) -> TrainConfig:
