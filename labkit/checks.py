@@ -31,10 +31,15 @@ def _passed(what: str) -> None:
     print(f"✓ Test passed: {what}")
 
 
-def _tensor(answer: Any, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """``answer`` as a float64 tensor (from a tensor, array, list or number), or a CheckFailed saying why not."""
+def _given(answer: Any, name: str) -> Any:
     if answer is None or answer is Ellipsis:
         raise CheckFailed(f"`{name}` is still empty: replace the `None` with your answer and run the cell again")
+    return answer
+
+
+def _tensor(answer: Any, name: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``answer`` as a float64 tensor (from a tensor, array, list or number), or a CheckFailed saying why not."""
+    _given(answer, name)
     try:
         if isinstance(answer, (list, tuple)):
             t = torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in answer]) if answer else torch.zeros(0)
@@ -116,7 +121,7 @@ def check_most_torn(torn: int, probs: torch.Tensor, classes: Sequence[str]) -> N
     pool = ((top2 == deer).any(1) & (top2 == horse).any(1)).nonzero().flatten()
     gap = (probs[pool, deer] - probs[pool, horse]).abs()
     i = _index(torn, "torn", len(probs))
-    if i in pool.tolist() and gap[pool.tolist().index(i)] <= gap.min():
+    if i in pool.tolist() and gap[pool.tolist().index(i)] <= gap.min() + 1e-6:  # a float32 near tie is fine
         return _passed(f"image {i}: deer {probs[i, deer]:.1%}, horse {probs[i, horse]:.1%}")
     if i == gap.argmin().item():
         raise CheckFailed("`torn` is a position in your list of deer/horse images, not an index into `probs`: "
@@ -150,14 +155,21 @@ def check_dark_knowledge_extremes(most: int, fewest: int, probs: torch.Tensor) -
     bits = math.log2(probs.shape[1] - 1) - entropy(rest.numpy(), base=2, axis=1)  # SciPy renormalises the rest
     total = entropy(probs.double().numpy(), base=2, axis=1)
     i, j = _index(most, "most", len(probs)), _index(fewest, "fewest", len(probs))
-    if bits[i] >= bits.max() - 1e-6 and bits[j] <= bits.min() + 1e-6:
+
+    def top(k: int) -> bool:  # within float32 rounding of the largest: a near tie is as good an answer
+        return bits[k] >= bits.max() - 1e-4
+
+    def bottom(k: int) -> bool:
+        return bits[k] <= bits.min() + 1e-4
+
+    if top(i) and bottom(j):
         return _passed(f"image {i} has {bits[i]:.2f} dark-knowledge bits, image {j} {bits[j]:.3f}")
-    if bits[j] >= bits.max() - 1e-6 and bits[i] <= bits.min() + 1e-6:
+    if top(j) and bottom(i):
         raise CheckFailed("`most` and `fewest` are swapped")
     if i == total.argmax() or j == total.argmin():
         raise CheckFailed("you ranked the images by their entropy: the dark-knowledge bits are log2(9) minus the "
                           "entropy of the nine non-top probabilities, renormalised (`dark_knowledge_bits`)")
-    wrong = "most" if bits[i] < bits.max() - 1e-6 else "fewest"
+    wrong = "fewest" if top(i) else "most"
     raise CheckFailed(f"`{wrong}` is not the extreme image: the bits range from {bits.min():.3f} to {bits.max():.2f}, "
                       f"yours has {bits[i if wrong == 'most' else j]:.3f}")
 
@@ -342,7 +354,7 @@ def check_tta_passes(passes_per_image: int) -> None:
 
 def check_temperature_scaling(ece_by_T: dict, logits: torch.Tensor, labels: torch.Tensor) -> None:
     """Exercise 2 of 04_cifar_teacher: the ECE of ``logits / T`` for several temperatures T between 0.5 and 1.5."""
-    if not isinstance(ece_by_T, dict) or len(ece_by_T) < 3:
+    if not isinstance(_given(ece_by_T, "ece_by_T"), dict) or len(ece_by_T) < 3:
         raise CheckFailed("`ece_by_T` should be a dict {T: ECE of logits / T} with at least 3 temperatures")
     for T, value in ece_by_T.items():
         T = _number(T, "a temperature (key of ece_by_T)")
@@ -436,7 +448,7 @@ def check_probability_average(avg_probs: torch.Tensor, member_logits: Sequence[t
         f"rows sum to {len(member_logits)}: divide the sum by the number of members": probs.sum(0),
         "these are log-probabilities: return the probabilities themselves": expected.log(),
         f"only the first {len(member_logits) - 1} members: include all {len(member_logits)}": probs[:-1].mean(0),
-    }, rtol=1e-4, atol=1e-6)
+    })
     _passed(f"the mean probability vector of {len(member_logits)} members")
 
 
@@ -499,7 +511,8 @@ def check_inconsistent_fm_loss(inconsistent_fm_loss: Callable) -> None:
 
 def check_pruned_int8_row(row: dict, rows: dict[str, dict]) -> None:
     """Exercise 1 of 09_compress_and_deploy: the deployment row of the fine-tuned, channel-pruned student in int8."""
-    if not isinstance(row, dict) or not {"test_acc", "params", "stored_kb", "images_per_s"} <= set(row):
+    keys = {"test_acc", "params", "stored_kb", "images_per_s"}
+    if not isinstance(_given(row, "pruned_int8_row"), dict) or not keys <= set(row):
         raise CheckFailed("`pruned_int8_row` should be the dict that labkit.compress.deployment_row returns")
     pruned, int8 = rows["distilled, 50% channels removed"], rows["student, distilled, int8"]
     if row["params"] == rows["student, distilled"]["params"]:

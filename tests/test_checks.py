@@ -15,6 +15,8 @@ from labkit.checks import CheckFailed
 from labkit.data import CIFAR10_CLASSES
 from labkit.evaluate import expected_calibration_error
 
+# Some tests make PyTorch's reduction="mean" mistake on purpose; PyTorch warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 CLASSES = list(CIFAR10_CLASSES)
 GARBAGE = [None, "forty-two", {"a": 1}, [1.0, "x"], torch.zeros(3, 7)]
 
@@ -249,6 +251,7 @@ def test_temperature_scaling(capsys, logits, labels):
     fails_with("percent", checks.check_temperature_scaling,
                {T: 100 * expected_calibration_error(logits / T, labels) for T in Ts}, logits, labels)
     fails_with("at least 3", checks.check_temperature_scaling, {1.0: 0.1}, logits, labels)
+    fails_with("still empty", checks.check_temperature_scaling, None, logits, labels)
 
 
 def test_confident_mistakes(capsys, logits, labels):
@@ -375,6 +378,7 @@ def test_pruned_int8_row(capsys):
     fails_with("float_model", checks.check_pruned_int8_row, {**row, "params": 0}, rows)
     fails_with("float32", checks.check_pruned_int8_row, {**row, "stored_kb": 2.4}, rows)
     fails_with("deployment_row", checks.check_pruned_int8_row, [row], rows)
+    fails_with("still empty", checks.check_pruned_int8_row, None, rows)
 
 
 # Garbage in any check is a CheckFailed, never an exception from inside the check.
