@@ -92,18 +92,18 @@ def _call(fn: Any, name: str, *args: Any) -> Any:
 
 def _index(answer: Any, name: str, n: int) -> int:
     value = _number(answer, name)
-    if value != int(value) or not 0 <= value < n:
+    if not (0 <= value < n and value == int(value)):  # also rejects NaN
         raise CheckFailed(f"`{name}` should be an image index between 0 and {n - 1}, got {value:g}")
     return int(value)
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Batch-mean KL(p || q) with SciPy, independent of labkit's and PyTorch's implementations."""
-    return torch.tensor(rel_entr(p.double().numpy(), q.double().numpy()).sum(-1).mean())
+    return torch.tensor(rel_entr(p.detach().double().numpy(), q.detach().double().numpy()).sum(-1).mean())
 
 
 def _soft(logits: torch.Tensor, T: float) -> torch.Tensor:
-    return torch.from_numpy(softmax(logits.double().numpy() / T, axis=-1))
+    return torch.from_numpy(softmax(logits.detach().double().numpy() / T, axis=-1))
 
 
 def _class_means(p: torch.Tensor, groups: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from labkit.evaluate import expected_calibration_error
 # Some tests make PyTorch's reduction="mean" mistake on purpose; PyTorch warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
 CLASSES = list(CIFAR10_CLASSES)
-GARBAGE = [None, "forty-two", {"a": 1}, [1.0, "x"], torch.zeros(3, 7)]
+GARBAGE = [None, "forty-two", {"a": 1}, [1.0, "x"], torch.zeros(3, 7), math.nan]
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +384,7 @@ def test_pruned_int8_row(capsys):
 # Garbage in any check is a CheckFailed, never an exception from inside the check.
 
 
-@pytest.mark.parametrize("answer", GARBAGE, ids=["None", "str", "dict", "mixed-list", "wrong-shape"])
+@pytest.mark.parametrize("answer", GARBAGE, ids=["None", "str", "dict", "mixed-list", "wrong-shape", "nan"])
 def test_garbage_is_check_failed(answer, logits, labels):
     probs = torch.softmax(logits, 1)
     calls = [

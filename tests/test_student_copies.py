@@ -6,9 +6,9 @@ solution between markers, every code solution followed by its check outside the 
 copy changes nothing but the solutions; (b) the student copy, executed in quick mode, runs cleanly up to its first
 exercise, whose check then fails with a hint (a CheckFailed, not a NameError or a TypeError).
 
-(b) runs notebooks 01-04 (about 2 minutes on 2 cores); 05-09 train students before their exercises (1 to 4
-minutes each in quick mode) and run only with ``LABKIT_STUDENT_COPIES=all``. Their cells before the exercises are
-the committed ones, which nbval runs, and (a) checks that the copy leaves them unchanged.
+(b) runs 7 of the 9 notebooks (about 3 minutes on 2 cores). 05 and 09 take 2 and 4 minutes up to their first
+exercise in quick mode, and run only with ``LABKIT_STUDENT_COPIES=all``: their cells before the exercises are the
+committed ones, which nbval runs, and (a) checks that the copy leaves them unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from labkit.students import CODE_BEGIN, MARKDOWN_BEGIN, has_solution, student_no
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[1-9]_*.ipynb"))
 PROMPT = re.compile(r"^(?:### Exercise (\d+) ·|\*\*Exercise (\d+)\.)", re.MULTILINE)
 CHECK_CALL = re.compile(r"^(check_\w+)\(", re.MULTILINE)
-TRAINING = ("05", "06", "07", "08", "09")  # notebooks that train students before their exercises
+SLOW = ("05", "09")  # minutes of training (and quantizing) before their first exercise
 
 
 def exercises(nb: nbformat.NotebookNode) -> list:
@@ -106,8 +106,8 @@ def test_write_student_copies(tmp_path: Path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_student_copy_fails_with_a_hint_at_its_first_exercise(path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every cell before the first check runs cleanly; the check on the blank answer raises CheckFailed."""
-    if path.name[:2] in TRAINING and os.environ.get("LABKIT_STUDENT_COPIES") != "all":
-        pytest.skip("trains students first (minutes): set LABKIT_STUDENT_COPIES=all to run it")
+    if path.name[:2] in SLOW and os.environ.get("LABKIT_STUDENT_COPIES") != "all":
+        pytest.skip("minutes of training first: set LABKIT_STUDENT_COPIES=all to run it")
     monkeypatch.setenv("LABKIT_QUICK", "1")  # the kernel inherits it
     nb = student_notebook(nbformat.read(path, as_version=4))
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and CHECK_CALL.search(c.source))
