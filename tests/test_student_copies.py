@@ -13,6 +13,7 @@ committed ones, which nbval runs, and (a) checks that the copy leaves them uncha
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -37,6 +38,22 @@ def exercises(nb: nbformat.NotebookNode) -> list:
     return nb.cells[start + 1:]
 
 
+def defined_names(cells: list) -> set[str]:
+    """Every name that the code cells bind (assignments, loops, imports, functions), IPython magics skipped."""
+    names = set()
+    for cell in cells:
+        if cell.cell_type == "code":
+            source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    names.add(node.id)
+                elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(node.name)
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
 def test_notebooks_found():
     assert [p.name[:2] for p in NOTEBOOKS] == [f"0{i}" for i in range(1, 10)]
 
@@ -59,6 +76,10 @@ def test_exercises_are_consistent(path: Path):
             called = CHECK_CALL.findall(copy.source)
             assert len(called) == 1 and hasattr(checks, called[0]), f"one check per code exercise:\n{copy.source}"
             assert f"from labkit.checks import {called[0]}" in copy.source
+            call = next(node for node in ast.walk(ast.parse(copy.source)) if isinstance(node, ast.Call)
+                        and getattr(node.func, "id", None) == called[0])
+            used = {node.id for node in ast.walk(call) if isinstance(node, ast.Name)} - {called[0]}
+            assert used <= defined_names(copy_cells), f"the student copy never defines {used - defined_names(copy_cells)}"
         assert CODE_BEGIN not in copy.source and MARKDOWN_BEGIN not in copy.source
 
 
