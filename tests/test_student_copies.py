@@ -69,6 +69,7 @@ def test_exercises_are_consistent(path: Path):
     for begin, end in zip(prompt_at, prompt_at[1:] + [len(cells)]):
         assert any(has_solution(c) for c in cells[begin + 1:end]), f"exercise at cell {begin} has no solution"
     copy_cells = student_notebook(nb).cells
+    defined = defined_names(copy_cells)
     assert all(has_solution(c) or c.source == s.source for c, s in zip(nb.cells, copy_cells)), "only solutions change"
     for committed, copy in zip(cells, copy_cells[len(nb.cells) - len(cells):]):
         if committed.cell_type == "code":
@@ -79,7 +80,7 @@ def test_exercises_are_consistent(path: Path):
             call = next(node for node in ast.walk(ast.parse(copy.source)) if isinstance(node, ast.Call)
                         and getattr(node.func, "id", None) == called[0])
             used = {node.id for node in ast.walk(call) if isinstance(node, ast.Name)} - {called[0]}
-            assert used <= defined_names(copy_cells), f"the student copy never defines {used - defined_names(copy_cells)}"
+            assert used <= defined, f"the student copy never defines {used - defined}"
         assert CODE_BEGIN not in copy.source and MARKDOWN_BEGIN not in copy.source
 
 
