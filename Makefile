@@ -32,3 +32,8 @@ notebooks: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Student copies of the notebooks in student/ (gitignored): the exercises' solutions replaced by stubs.
+.PHONY: student
+student: $(STAMP)
+	$(PY) -m labkit.students notebooks/*.ipynb --out student

@@ -1,0 +1,91 @@
+"""Student copies of the course notebooks: the exercises' solutions replaced by stubs, outputs cleared.
+
+The committed notebooks hold working solutions between markers, so that the tests run them (``make student``
+writes the copies into ``student/``):
+
+* in a code cell, the lines from ``# BEGIN SOLUTION`` to ``# END SOLUTION``. Lines inside that start with
+  ``# STUB: `` are what the student gets instead, without that prefix (e.g. ``# STUB: torn = None``); every
+  other line inside is dropped. A block without stub lines becomes ``# Your answer here``. The check call
+  stays outside the markers, so the student's copy runs it on the stub and gets a hint;
+* in a markdown cell, the text from ``<!-- BEGIN SOLUTION -->`` to ``<!-- END SOLUTION -->`` (a model answer)
+  becomes ``*Your answer here.*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import nbformat
+
+CODE_BEGIN, CODE_END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "# STUB: "
+MARKDOWN_BEGIN, MARKDOWN_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
+_MARKDOWN_SOLUTION = re.compile(re.escape(MARKDOWN_BEGIN) + ".*?" + re.escape(MARKDOWN_END), re.DOTALL)
+
+
+def has_solution(cell: dict) -> bool:
+    """Whether ``cell`` holds a solution block."""
+    return (CODE_BEGIN if cell["cell_type"] == "code" else MARKDOWN_BEGIN) in cell["source"]
+
+
+def _student_code(source: str) -> str:
+    lines, stubs, indent = [], None, ""
+    for line in source.splitlines():
+        text = line.strip()
+        if text == CODE_BEGIN and stubs is None:
+            stubs, indent = [], line[: len(line) - len(line.lstrip())]
+        elif text == CODE_END and stubs is not None:
+            lines += stubs or [indent + "# Your answer here"]
+            stubs = None
+        elif text in (CODE_BEGIN, CODE_END):
+            raise ValueError(f"unbalanced solution markers at {text!r} in:\n{source}")
+        elif stubs is None:
+            lines.append(line)
+        elif text.startswith(STUB.strip()):
+            stubs.append(indent + text[len(STUB):])
+    if stubs is not None:
+        raise ValueError(f"{CODE_BEGIN!r} without {CODE_END!r} in:\n{source}")
+    return "\n".join(lines)
+
+
+def _student_markdown(source: str) -> str:
+    if source.count(MARKDOWN_BEGIN) != source.count(MARKDOWN_END):
+        raise ValueError(f"unbalanced solution markers in:\n{source}")
+    return _MARKDOWN_SOLUTION.sub("*Your answer here.*", source)
+
+
+def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``notebook`` with every solution replaced by its stub and every output cleared."""
+    copy = nbformat.from_dict(notebook)
+    for cell in copy.cells:
+        if cell.cell_type == "code":
+            cell.source = _student_code(cell.source)
+            cell.outputs, cell.execution_count = [], None
+        elif cell.cell_type == "markdown":
+            cell.source = _student_markdown(cell.source)
+    return copy
+
+
+def write_student_copies(notebooks: list[Path], out: Path) -> list[Path]:
+    """Write the student copy of each notebook into ``out`` under the same file name; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in notebooks:
+        target = out / Path(path).name
+        nbformat.write(student_notebook(nbformat.read(path, as_version=4)), target)
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write student copies of notebooks: solutions replaced by stubs.")
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("student"))
+    args = parser.parse_args(argv)
+    for path in write_student_copies(args.notebooks, args.out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""labkit.checks: each check passes a correct answer, names each mistake it claims to diagnose, and turns garbage
+into CheckFailed (never a TypeError from inside the check)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labkit import checks, distillation_loss
+from labkit.checks import CheckFailed
+from labkit.data import CIFAR10_CLASSES
+from labkit.evaluate import expected_calibration_error
+
+# Some tests make PyTorch's reduction="mean" mistake on purpose; PyTorch warns about it.
+pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
+CLASSES = list(CIFAR10_CLASSES)
+GARBAGE = [None, "forty-two", {"a": 1}, [1.0, "x"], torch.zeros(3, 7), math.nan]
+
+
+@pytest.fixture(scope="module")
+def logits() -> torch.Tensor:
+    return 2 * torch.randn(2000, 10, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def labels(logits: torch.Tensor) -> torch.Tensor:
+    """The prediction for 70% of the images, a random class for the rest: both right and wrong images exist."""
+    g = torch.Generator().manual_seed(1)
+    noisy = torch.rand(len(logits), generator=g) < 0.3
+    return torch.where(noisy, torch.randint(0, 10, (len(logits),), generator=g), logits.argmax(1))
+
+
+def passes(capsys: pytest.CaptureFixture, check, *args) -> None:
+    check(*args)
+    assert "✓ Test passed" in capsys.readouterr().out
+
+
+def fails_with(hint: str, check, *args) -> None:
+    with pytest.raises(CheckFailed, match=hint):
+        check(*args)
+
+
+def test_check_failed_is_an_assertion_error():
+    assert issubclass(CheckFailed, AssertionError)
+
+
+# 01_dark_knowledge
+
+
+def deer_horse(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.softmax(logits, 1)
+    deer, horse = CLASSES.index("deer"), CLASSES.index("horse")
+    top2 = probs.topk(2, 1).indices
+    pool = ((top2 == deer).any(1) & (top2 == horse).any(1)).nonzero().flatten()
+    return pool, (probs[pool, deer] - probs[pool, horse]).abs()
+
+
+def test_most_torn(capsys, logits):
+    probs = torch.softmax(logits, 1)
+    pool, gap = deer_horse(logits)
+    passes(capsys, checks.check_most_torn, pool[gap.argmin()].item(), probs, CLASSES)
+    fails_with("largest", checks.check_most_torn, pool[gap.argmax()], probs, CLASSES)
+    outside = next(i for i in range(len(probs)) if i not in pool.tolist() and i != gap.argmin())
+    fails_with("not deer and horse", checks.check_most_torn, outside, probs, CLASSES)
+    fails_with("position in your list", checks.check_most_torn, gap.argmin(), probs, CLASSES)
+
+
+def test_mistake_similarity(capsys, logits, labels):
+    probs = torch.softmax(logits, 1)
+    pred = probs.argmax(1)
+
+    def means(groups, keep):
+        return torch.stack([probs[keep & (groups == c)].mean(0) for c in range(10)])
+
+    wrong = pred != labels
+    passes(capsys, checks.check_mistake_similarity, means(labels, wrong), probs, labels)
+    fails_with("over all images", checks.check_mistake_similarity, means(labels, wrong | ~wrong), probs, labels)
+    fails_with("correct images", checks.check_mistake_similarity, means(labels, ~wrong), probs, labels)
+    fails_with("true", checks.check_mistake_similarity, means(pred, wrong), probs, labels)
+    fails_with("shape", checks.check_mistake_similarity, means(labels, wrong)[:9], probs, labels)
+
+
+def test_dark_knowledge_extremes(capsys, logits):
+    probs = torch.softmax(logits, 1)
+    rest = probs.clone().scatter_(1, probs.argmax(1, keepdim=True), 0.0)
+    rest = rest / rest.sum(1, keepdim=True)
+    bits = math.log2(9) + torch.where(rest > 0, rest * torch.log2(rest), 0.0).sum(1)  # 0 log 0 = 0 at the top class
+    entropy = -(probs * torch.log2(probs)).sum(1)
+    most, fewest = bits.argmax().item(), bits.argmin().item()
+    passes(capsys, checks.check_dark_knowledge_extremes, most, fewest, probs)
+    fails_with("swapped", checks.check_dark_knowledge_extremes, fewest, most, probs)
+    fails_with("entropy", checks.check_dark_knowledge_extremes, entropy.argmax(), fewest, probs)
+    fails_with("not the extreme", checks.check_dark_knowledge_extremes, most, bits.argsort()[5], probs)
+
+
+def test_label_smoothing(capsys, labels):
+    one_hot = F.one_hot(labels, 10).float()
+    passes(capsys, checks.check_label_smoothing, 0.8 * one_hot + 0.02, labels)
+    fails_with("wrong classes only", checks.check_label_smoothing, 0.8 * one_hot + 0.2 / 9 * (1 - one_hot), labels)
+    fails_with("sum to 1", checks.check_label_smoothing, 0.8 * one_hot + 0.02 * (1 - one_hot), labels)
+    fails_with("one-hot", checks.check_label_smoothing, one_hot, labels)
+    fails_with("shape", checks.check_label_smoothing, one_hot[:, :9], labels)
+
+
+# 02_temperature
+
+
+def test_half_as_likely(capsys, logits):
+    z, (top, other) = logits[0], logits[0].topk(2).indices.tolist()
+    gap = (z[top] - z[other]).item()
+    passes(capsys, checks.check_half_as_likely, gap / math.log(2), z, top, other)
+    fails_with("sign", checks.check_half_as_likely, -gap / math.log(2), z, top, other)
+    fails_with("multiplied by ln 2", checks.check_half_as_likely, gap * math.log(2), z, top, other)
+    fails_with("upside down", checks.check_half_as_likely, math.log(2) / gap, z, top, other)
+    p = torch.softmax(z, 0)
+    fails_with("probabilities", checks.check_half_as_likely, (p[top] - p[other]) / math.log(2), z, top, other)
+
+
+def test_entropy_by_correctness(capsys, logits, labels):
+    temperatures = np.logspace(-1, 2, 7)
+    right = logits.argmax(1) == labels
+
+    def curve(keep, log=torch.log2):
+        return [(-torch.where(p > 0, p * log(p), 0.0).sum(1)).mean().item()
+                for p in (torch.softmax(logits[keep] / T, 1) for T in temperatures)]
+
+    args = (logits, labels, temperatures)
+    passes(capsys, checks.check_entropy_by_correctness, curve(right), curve(~right), *args)
+    fails_with("nats", checks.check_entropy_by_correctness, curve(right, torch.log), curve(~right), *args)
+    fails_with("other group", checks.check_entropy_by_correctness, curve(~right), curve(right), *args)
+    fails_with("all images", checks.check_entropy_by_correctness, curve(right | ~right), curve(~right), *args)
+    fails_with("shape", checks.check_entropy_by_correctness, curve(right)[:3], curve(~right), *args)
+    nan_curve = [(-(p * torch.log2(p)).sum(1)).mean().item() for p in (torch.softmax(logits[right] / T, 1)
+                                                                        for T in temperatures)]
+    assert math.isnan(nan_curve[0]), "at T = 0.1 some probabilities underflow to 0"
+    fails_with("0 log 0", checks.check_entropy_by_correctness, nan_curve, curve(~right), *args)
+
+
+def stable_softmax(z, T):
+    e = np.exp(z / T - (z / T).max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("fn,hint", [
+    (lambda z, T: np.exp(z / T) / np.exp(z / T).sum(-1, keepdims=True), "overflows"),
+    (lambda z, T: stable_softmax(z, 1.0), "temperature is ignored"),
+    (lambda z, T: stable_softmax(z * T, 1.0), "multiplied by T"),
+    (lambda z, T: np.exp(z / T) / np.exp(z / T).sum(0, keepdims=True), "axis 0"),
+    (lambda z, T: torch.softmax(torch.from_numpy(z) / T, -1), "NumPy array"),
+    (lambda z, T: None, "returned None"),
+    (lambda z: z, "raised TypeError"),
+    (42, "should be a function"),
+])
+def test_numpy_softmax_mistakes(logits, fn, hint):
+    fails_with(hint, checks.check_numpy_softmax, fn, logits[:50])
+
+
+def test_numpy_softmax_passes(capsys, logits):
+    passes(capsys, checks.check_numpy_softmax, stable_softmax, logits[:50])
+
+
+# 03_kl_divergence
+
+
+def test_kl_directions(capsys, logits):
+    teacher, student = logits[:100], 0.1 * logits[100:200]
+    Ts = (1, 2, 4, 8)
+
+    def kl(a, b, T, reduction="batchmean"):
+        return F.kl_div(F.log_softmax(b / T, 1), F.log_softmax(a / T, 1), reduction=reduction, log_target=True)
+
+    fwd = [kl(teacher, student, T) for T in Ts]
+    rev = [kl(student, teacher, T) for T in Ts]
+    passes(capsys, checks.check_kl_directions, fwd, rev, teacher, student, Ts)
+    fails_with("swapped", checks.check_kl_directions, rev, fwd, teacher, student, Ts)
+    fails_with("T\\*\\*2", checks.check_kl_directions, [T**2 * v for T, v in zip(Ts, fwd)], rev, teacher, student, Ts)
+    fails_with("batchmean", checks.check_kl_directions, [kl(teacher, student, T, "mean") for T in Ts], rev,
+               teacher, student, Ts)
+    fails_with("every T", checks.check_kl_directions, fwd, [rev[0]] * 4, teacher, student, Ts)
+
+
+def reference_loss(s, t, y, T, alpha):
+    return distillation_loss(s, t, y, T=T, alpha=alpha)
+
+
+def make_loss(soft, hard=lambda s, y, T: F.cross_entropy(s, y), weights=lambda a: (a, 1 - a)):
+    def loss(s, t, y, T, alpha):
+        w_soft, w_hard = weights(alpha)
+        return w_soft * soft(s, t, T) + w_hard * hard(s, y, T)
+    return loss
+
+
+def kl_term(s, t, T, reduction="batchmean", scale=lambda T: T**2):
+    return scale(T) * F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction=reduction, log_target=True)
+
+
+@pytest.mark.parametrize("fn,hint", [
+    (make_loss(lambda s, t, T: kl_term(s, t, T, scale=lambda T: 1)), "forgot to multiply the KL term by T\\*\\*2"),
+    (make_loss(lambda s, t, T: kl_term(s, t, T, reduction="mean")), "batchmean"),
+    (make_loss(lambda s, t, T: T**2 * F.kl_div(F.softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean")),
+     "log\\*-probabilities"),
+    (make_loss(lambda s, t, T: kl_term(t, s, T)), "reversed"),
+    (make_loss(lambda s, t, T: kl_term(s, t, T), weights=lambda a: (1 - a, a)), "wrong term"),
+    (make_loss(lambda s, t, T: kl_term(s, t, T), hard=lambda s, y, T: F.cross_entropy(s / T, y)), "plain logits"),
+    (make_loss(lambda s, t, T: T**2 * kl_term(s, t, 1.0)), "no temperature"),
+    (make_loss(lambda s, t, T: T**2 * F.kl_div(torch.log(F.softmax(s, 1) / T), F.softmax(t, 1) / T,
+                                               reduction="batchmean")), "divides the probabilities"),
+    (make_loss(lambda s, t, T: T**2 * F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1),
+                                               reduction="batchmean")), "log_target=True"),
+    (lambda s, t, y, T, alpha: F.cross_entropy(s, y, reduction="none"), "return one number"),
+    (lambda s, t, y, T, alpha: None, "returned None"),
+    (lambda s, t, y, T, alpha: torch.tensor(1.0), "not right yet"),
+    (lambda s, t, y: 0.0, "raised TypeError"),
+    (None, "should be a function"),
+])
+def test_distillation_loss_mistakes(fn, hint):
+    fails_with(hint, checks.check_distillation_loss, fn)
+
+
+def test_distillation_loss_passes(capsys):
+    passes(capsys, checks.check_distillation_loss, reference_loss)
+    probabilities_as_target = make_loss(
+        lambda s, t, T: T**2 * F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean"))
+    passes(capsys, checks.check_distillation_loss, probabilities_as_target)
+
+
+# 04_cifar_teacher
+
+
+def test_tta_passes(capsys):
+    passes(capsys, checks.check_tta_passes, 6)
+    fails_with("tta='flip'", checks.check_tta_passes, 2)
+    fails_with("mirrored", checks.check_tta_passes, 3)
+    fails_with("one image", checks.check_tta_passes, 60)
+    fails_with("not right yet", checks.check_tta_passes, 5)
+
+
+def test_temperature_scaling(capsys, logits, labels):
+    Ts = (0.5, 1.0, 1.5)
+    passes(capsys, checks.check_temperature_scaling,
+           {T: expected_calibration_error(logits / T, labels) for T in Ts}, logits, labels)
+    fails_with("multiplied", checks.check_temperature_scaling,
+               {T: expected_calibration_error(logits * T, labels) for T in Ts}, logits, labels)
+    fails_with("unscaled", checks.check_temperature_scaling,
+               {T: expected_calibration_error(logits, labels) for T in Ts}, logits, labels)
+    fails_with("percent", checks.check_temperature_scaling,
+               {T: 100 * expected_calibration_error(logits / T, labels) for T in Ts}, logits, labels)
+    fails_with("at least 3", checks.check_temperature_scaling, {1.0: 0.1}, logits, labels)
+    fails_with("still empty", checks.check_temperature_scaling, None, logits, labels)
+
+
+def test_confident_mistakes(capsys, logits, labels):
+    confidence, pred = torch.softmax(logits, 1).max(1)
+    wrong = (pred != labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)]
+    passes(capsys, checks.check_confident_mistakes, worst[:8].flip(0), logits, labels)
+    fails_with("least", checks.check_confident_mistakes, worst[-8:], logits, labels)
+    fails_with("correctly", checks.check_confident_mistakes, torch.cat([worst[:7], (pred == labels).nonzero()[0]]),
+               logits, labels)
+    fails_with("not the 8 most confident", checks.check_confident_mistakes, worst[1:9], logits, labels)
+    fails_with("shape", checks.check_confident_mistakes, worst[:5], logits, labels)
+
+
+def test_confident_mistakes_by_logit():
+    """Three groups of 8 mistakes: the largest logits (0-7), the most confident (8-15), the least confident."""
+    logits = torch.tensor([[5.0, 4.9, 0.0]] * 8 + [[3.0, -3.0, -3.0]] * 8 + [[1.0, 0.99, 0.98]] * 8)
+    labels = torch.full((24,), 2)
+    checks.check_confident_mistakes(list(range(8, 16)), logits, labels)
+    fails_with("largest logit", checks.check_confident_mistakes, list(range(8)), logits, labels)
+
+
+# 05_distill_student
+
+
+def test_unweighted_kl(capsys):
+    history, T, alpha = {"kl_part": [0.9, 0.5, 0.3]}, 4.0, 0.9
+    kl = [v / (alpha * T**2) for v in history["kl_part"]]
+    passes(capsys, checks.check_unweighted_kl, kl, history, T, alpha)
+    fails_with("by alpha only", checks.check_unweighted_kl, [v / alpha for v in history["kl_part"]], history, T, alpha)
+    fails_with("T\\*\\*2 only", checks.check_unweighted_kl, [v / T**2 for v in history["kl_part"]], history, T, alpha)
+    fails_with("kl_part itself", checks.check_unweighted_kl, history["kl_part"], history, T, alpha)
+
+
+def test_agreement_vs_accuracy(capsys):
+    runs = [{"history": {"val_agreement": [0.5, 0.7], "val_acc": [0.4, 0.6]}},
+            {"history": {"val_agreement": [0.55, 0.8], "val_acc": [0.45, 0.65]}}]
+    passes(capsys, checks.check_agreement_vs_accuracy, [0.7, 0.8], [0.6, 0.65], runs)
+    fails_with("first epoch", checks.check_agreement_vs_accuracy, [0.5, 0.55], [0.6, 0.65], runs)
+    fails_with("percent", checks.check_agreement_vs_accuracy, [70, 80], [0.6, 0.65], runs)
+
+
+# 06_tuning_temperature_and_alpha
+
+
+def test_dark_mass(capsys, logits):
+    def mass(z):
+        return (1 - torch.softmax(z, 1).max(1).values).mean()
+
+    passes(capsys, checks.check_dark_mass, mass(logits / 0.5), logits, 0.5)
+    fails_with("1 - top", checks.check_dark_mass, 1 - mass(logits / 0.5), logits, 0.5)
+    fails_with("multiplied", checks.check_dark_mass, mass(logits * 0.5), logits, 0.5)
+    fails_with("T = 1", checks.check_dark_mass, mass(logits), logits, 0.5)
+    fails_with("mean", checks.check_dark_mass, mass(logits / 0.5) * len(logits), logits, 0.5)
+
+
+# 07_ensemble_teachers
+
+
+def test_probability_average(capsys, logits):
+    members = [logits[:100], 3 * logits[100:200], 0.5 * logits[200:300]]
+    probs = torch.stack([torch.softmax(z, 1) for z in members])
+    passes(capsys, checks.check_probability_average, probs.mean(0), members)
+    fails_with("averaged the logits", checks.check_probability_average, torch.softmax(torch.stack(members).mean(0), 1),
+               members)
+    fails_with("rows sum to 3", checks.check_probability_average, probs.sum(0), members)
+    fails_with("log-probabilities", checks.check_probability_average, probs.mean(0).log(), members)
+    fails_with("only the first 2", checks.check_probability_average, probs[:2].mean(0), members)
+
+
+def test_disagreement(capsys, logits):
+    a, b = logits[:500], logits[:500] + 2 * torch.randn(500, 10, generator=torch.Generator().manual_seed(2))
+    ensemble = (a + b) / 2
+    disagree = a.argmax(1) != b.argmax(1)
+    top = torch.softmax(ensemble, 1).max(1).values
+    args = ([a, b], ensemble)
+    passes(capsys, checks.check_disagreement, disagree, top[disagree].mean(), top[~disagree].mean(), *args)
+    fails_with("agree", checks.check_disagreement, ~disagree, top[disagree].mean(), top[~disagree].mean(), *args)
+    fails_with("swapped", checks.check_disagreement, disagree, top[~disagree].mean(), top[~disagree].mean(), *args)
+    fails_with("logit", checks.check_disagreement, disagree, ensemble.max(1).values[disagree].mean(),
+               top[~disagree].mean(), *args)
+    fails_with("all images", checks.check_disagreement, disagree, top[disagree].mean(), top.mean(), *args)
+
+
+# 08_beyond_logits
+
+
+def fm_loss(teacher_on: str, student_on: str, T_power: int = 2, reverse: bool = False, reduction: str = "batchmean"):
+    def loss(student, teacher, clean, blended, T):
+        views = {"clean": clean, "blended": blended}
+        log_p = F.log_softmax(teacher(views[teacher_on]) / T, 1)
+        log_q = F.log_softmax(student(views[student_on]) / T, 1)
+        first, second = (log_p, log_q) if reverse else (log_q, log_p)
+        return T**T_power * F.kl_div(first, second, reduction=reduction, log_target=True)
+    return loss
+
+
+@pytest.mark.parametrize("fn,hint", [
+    (fm_loss("blended", "blended"), "consistent loss"),
+    (fm_loss("blended", "clean"), "other way round"),
+    (fm_loss("clean", "blended", T_power=0), "T\\*\\*2"),
+    (fm_loss("clean", "blended", reverse=True), "reversed"),
+    (fm_loss("clean", "blended", reduction="mean"), "batchmean"),
+    (lambda student, teacher, clean, blended, T: None, "returned None"),
+])
+def test_inconsistent_fm_loss_mistakes(fn, hint):
+    fails_with(hint, checks.check_inconsistent_fm_loss, fn)
+
+
+def test_inconsistent_fm_loss_passes(capsys):
+    passes(capsys, checks.check_inconsistent_fm_loss, fm_loss("clean", "blended"))
+
+
+# 09_compress_and_deploy
+
+
+def test_pruned_int8_row(capsys):
+    rows = {"student, distilled": {"params": 1000, "stored_kb": 4.0},
+            "distilled, 50% channels removed": {"params": 600, "stored_kb": 2.4},
+            "student, distilled, int8": {"test_acc": 0.8, "stored_kb": 1.0, "images_per_s": 100.0}}
+    row = {"test_acc": 0.7, "params": 600, "stored_kb": 0.7, "images_per_s": 150.0}
+    passes(capsys, checks.check_pruned_int8_row, row, rows)
+    fails_with("unpruned", checks.check_pruned_int8_row, {**row, "params": 1000}, rows)
+    fails_with("float_model", checks.check_pruned_int8_row, {**row, "params": 0}, rows)
+    fails_with("float32", checks.check_pruned_int8_row, {**row, "stored_kb": 2.4}, rows)
+    fails_with("deployment_row", checks.check_pruned_int8_row, [row], rows)
+    fails_with("still empty", checks.check_pruned_int8_row, None, rows)
+
+
+# Garbage in any check is a CheckFailed, never an exception from inside the check.
+
+
+@pytest.mark.parametrize("answer", GARBAGE, ids=["None", "str", "dict", "mixed-list", "wrong-shape", "nan"])
+def test_garbage_is_check_failed(answer, logits, labels):
+    probs = torch.softmax(logits, 1)
+    calls = [
+        lambda: checks.check_most_torn(answer, probs, CLASSES),
+        lambda: checks.check_mistake_similarity(answer, probs, labels),
+        lambda: checks.check_label_smoothing(answer, labels),
+        lambda: checks.check_dark_knowledge_extremes(answer, 0, probs),
+        lambda: checks.check_half_as_likely(answer, logits[0], 0, 1),
+        lambda: checks.check_entropy_by_correctness(answer, answer, logits, labels, (1.0, 2.0)),
+        lambda: checks.check_numpy_softmax(answer, logits[:10]),
+        lambda: checks.check_kl_directions(answer, answer, logits[:50], logits[50:100]),
+        lambda: checks.check_distillation_loss(answer),
+        lambda: checks.check_tta_passes(answer),
+        lambda: checks.check_temperature_scaling(answer, logits, labels),
+        lambda: checks.check_confident_mistakes(answer, logits, labels),
+        lambda: checks.check_unweighted_kl(answer, {"kl_part": [0.1, 0.2]}, 2.0, 0.5),
+        lambda: checks.check_agreement_vs_accuracy(answer, answer, [{"history": {"val_agreement": [1.0],
+                                                                                 "val_acc": [1.0]}}]),
+        lambda: checks.check_dark_mass(answer, logits, 2.0),
+        lambda: checks.check_probability_average(answer, [logits[:10], logits[10:20]]),
+        lambda: checks.check_disagreement(answer, answer, answer, [logits[:10], logits[10:20]], logits[:10]),
+        lambda: checks.check_inconsistent_fm_loss(answer),
+        lambda: checks.check_pruned_int8_row(answer, {}),
+    ]
+    for call in calls:
+        with pytest.raises(CheckFailed):
+            call()
+
+
+def test_every_check_is_tested():
+    """A new check needs its tests here: every public check_* of labkit.checks is called in this file."""
+    source = open(__file__).read()
+    public = [name for name in dir(checks) if name.startswith("check_")]
+    assert public and all(f"checks.{name}(" in source or f"checks.{name}," in source for name in public)
