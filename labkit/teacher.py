@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit.data import atomic_torch_save
-from labkit.loader import to_float
+from labkit.loader import AugmentedView, to_float
 from labkit.settings import cache_dir
 
 
@@ -45,16 +45,23 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor], batch_size: int = 500,
+def _crc32(view: torch.Tensor | AugmentedView) -> int:
+    crc = 0
+    for part in view.chunks() if isinstance(view, AugmentedView) else [view]:
+        crc = zlib.crc32(part.contiguous().numpy().data, crc)
+    return crc
+
+
+def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | AugmentedView], batch_size: int = 500,
                              use_cache: bool = True, progress: bool = True) -> torch.Tensor:
-    """The teacher's logits for each image of each view (uint8 images), as a K x N x C tensor.
+    """The teacher's logits for each image of each view (uint8 images or :class:`AugmentedView`), as K x N x C.
 
     Cached on disk under labkit's cache folder, keyed by the teacher's weights and the views' contents, so
     every later student run (other seeds, T, alpha) reuses them.
     """
     key = hashlib.sha256(fingerprint(teacher).encode())
     for v in views:
-        key.update(f"{tuple(v.shape)}:{zlib.crc32(v.contiguous().numpy().data)}".encode())
+        key.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
     path = cache_dir() / "teacher_logits" / f"{key.hexdigest()[:24]}.pt"
     if use_cache and path.is_file():
         try:

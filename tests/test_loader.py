@@ -214,17 +214,37 @@ def test_loader_on_cifar(cifar):
 
 # --- precomputed views -------------------------------------------------------------------------------------------
 
+def _whole(view) -> torch.Tensor:
+    return view[:len(view)]
+
+
 def test_views_are_reproducible_and_seeded():
-    views = make_views(IMAGES, STANDARD, 3, seed=1, chunk=30)  # a chunk size that splits the data unevenly
-    assert all(torch.equal(a, b) for a, b in zip(views, make_views(IMAGES, STANDARD, 3, seed=1, chunk=30)))
-    assert not torch.equal(views[0], make_views(IMAGES, STANDARD, 1, seed=2)[0])
+    views = [_whole(v) for v in make_views(IMAGES, STANDARD, 3, seed=1, chunk=30)]  # a chunk splitting unevenly
+    assert all(torch.equal(a, _whole(b)) for a, b in zip(views, make_views(IMAGES, STANDARD, 3, seed=1, chunk=30)))
+    assert not torch.equal(views[0], _whole(make_views(IMAGES, STANDARD, 1, seed=2)[0]))
     assert not torch.equal(views[0], views[1])
     assert all(v.dtype == torch.uint8 and v.shape == IMAGES.shape for v in views)
 
 
+@pytest.mark.parametrize("augment", [STANDARD, AIRBENCH, Augment(pad=0, flip="random"), Augment(pad=3, flip="none")])
+def test_view_equals_augmenting_each_chunk_once(augment):
+    """Oracle: the stored-copy definition, augment_batch applied chunk by chunk with the view's generator."""
+    seed, chunk = 3, 30
+    for k, view in enumerate(make_views(IMAGES, augment, 2, seed=seed, chunk=chunk)):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        flips = (flip_mask(len(IMAGES), torch.Generator().manual_seed(seed)) ^ bool(k % 2)
+                 if augment.flip == "alternate" else None)
+        stored = torch.cat([augment_batch(IMAGES[s:s + chunk], augment, gen, None if flips is None else flips[s:s + chunk])
+                            for s in range(0, len(IMAGES), chunk)])
+        assert torch.equal(_whole(view), stored)
+        index = torch.randperm(len(IMAGES))[:17]
+        assert torch.equal(view[index], stored[index])
+        assert torch.equal(torch.cat(list(view.chunks(25))), stored)
+
+
 def test_alternate_views_mirror_each_other():
     views = make_views(IMAGES, Augment(pad=0, flip="alternate"), 2, seed=4)
-    assert torch.equal(views[1], views[0].flip(-1))
+    assert torch.equal(_whole(views[1]), _whole(views[0]).flip(-1))
 
 
 def test_loader_cycles_through_views():

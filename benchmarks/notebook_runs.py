@@ -1,0 +1,111 @@
+"""Run every notebook top to bottom in a fresh kernel; report wall time and peak memory; optionally keep the outputs.
+
+``make outputs`` runs this in full mode with ``--inplace``: the committed notebooks then carry the outputs of a
+real full-mode run of the current code, so they read well on GitHub. Peak memory is the kernel's: the largest
+resident set the Linux kernel recorded for it (VmHWM, including shared library pages) and the largest anonymous
+(heap) part seen by sampling every 0.2 s, which is what a Binder-sized memory limit mostly has to hold.
+
+    python benchmarks/notebook_runs.py [--inplace] [--quick] [notebooks/05_distill_student.ipynb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _status_mb(pid: int, field: str) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(text.split(f"{field}:")[1].split()[0]) // 1024 if f"{field}:" in text else 0
+
+
+class KernelMemory:
+    """Samples this process's descendants (the kernel) until stopped; keeps the peaks in MB."""
+
+    def __init__(self, every_s: float = 0.2):
+        self.every_s, self.peak_rss_mb, self.peak_anon_mb = every_s, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(self.every_s):
+            for child in me.children(recursive=True):
+                self.peak_rss_mb = max(self.peak_rss_mb, _status_mb(child.pid, "VmHWM"))
+                self.peak_anon_mb = max(self.peak_anon_mb, _status_mb(child.pid, "RssAnon"))
+
+    def __enter__(self) -> "KernelMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_notebook(path: Path, inplace: bool, timeout_s: int) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    started = time.perf_counter()
+    with KernelMemory() as memory:
+        client.execute()
+    seconds = time.perf_counter() - started
+    if inplace:
+        nbformat.write(notebook, path)
+    return {"notebook": path.name, "minutes": round(seconds / 60, 2), "peak_rss_mb": memory.peak_rss_mb,
+            "peak_anon_mb": memory.peak_anon_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every numbered notebook, in order")
+    parser.add_argument("--inplace", action="store_true", help="write the executed notebooks (with outputs) back")
+    parser.add_argument("--quick", action="store_true", help="quick mode (LABKIT_QUICK=1) instead of full mode")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default %(default)s)")
+    args = parser.parse_args()
+    if args.quick:
+        os.environ["LABKIT_QUICK"] = "1"
+    else:
+        os.environ.pop("LABKIT_QUICK", None)
+    paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    rows = []
+    print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MB':>12} {'peak anon MB':>13}", flush=True)
+    for path in paths:
+        row = run_notebook(path, args.inplace, args.timeout)
+        rows.append(row)
+        print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>12} {row['peak_anon_mb']:>13}",
+              flush=True)
+        _save(rows, args.quick)
+
+
+def _save(rows: list[dict], quick: bool) -> None:
+    """Merge into the results file by notebook name, so a rerun of one notebook keeps the others' rows."""
+    name = "notebook_runs_quick" if quick else "notebook_runs"
+    path = RESULTS / f"{name}.json"
+    runs = {r["notebook"]: r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])}
+    runs.update({r["notebook"]: r for r in rows})
+    write_json(name, {"mode": "quick" if quick else "full", "cpu_count": os.cpu_count(),
+                      "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                      "runs": [runs[k] for k in sorted(runs)]})
+
+
+if __name__ == "__main__":
+    main()
