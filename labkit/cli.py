@@ -9,6 +9,7 @@ import argparse
 import json
 import platform
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from labkit.distributed import processes
 from labkit.evaluate import accuracy, expected_calibration_error, predict_logits
 from labkit.pretrained import load_pretrained, load_weights, save_weights
 from labkit.settings import quick_mode
+from labkit.tracking import TensorBoardLogger
 from labkit.train import distill, train
 
 QUICK = dict(train_per_class=50, test_per_class=20, epochs=1, batch_size=100)
@@ -32,6 +34,8 @@ def _common(p: argparse.ArgumentParser, epochs: float, batch_size: int, out: str
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--out", default=out, help="folder for checkpoint, history.csv, weights (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also log every epoch to TensorBoard in DIR (needs pip install 'labkit[tensorboard]')")
     p.add_argument("--quick", action="store_true", help="a tiny real-data run in seconds (also set by LABKIT_QUICK=1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -116,15 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     epochs, batch = (QUICK["epochs"], QUICK["batch_size"]) if args.quick else (args.epochs, args.batch_size)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    if args.command == "train-teacher":
-        model = models.create(args.model)
-        history = train(model, data, epochs, batch_size=batch, seed=args.seed, out=out, resume=args.resume,
-                        label_smoothing=args.label_smoothing)
-    else:
-        teacher = _model("teacher", args.teacher)
-        model = models.create(args.student)
-        history = distill(model, teacher, data, T=args.T, alpha=args.alpha, epochs=epochs, batch_size=batch,
-                          teacher_views=args.views, seed=args.seed, out=out, resume=args.resume)
+    with ExitStack() as logs:  # closes the TensorBoard writer even when training fails
+        # rank 0 alone writes the log, as it alone writes history.csv
+        callbacks = ([logs.enter_context(TensorBoardLogger(args.tensorboard))]
+                     if args.tensorboard and parallel.is_main_process else [])
+        if args.command == "train-teacher":
+            model = models.create(args.model)
+            history = train(model, data, epochs, batch_size=batch, seed=args.seed, out=out, resume=args.resume,
+                            label_smoothing=args.label_smoothing, callbacks=callbacks)
+        else:
+            teacher = _model("teacher", args.teacher)
+            model = models.create(args.student)
+            history = distill(model, teacher, data, T=args.T, alpha=args.alpha, epochs=epochs, batch_size=batch,
+                              teacher_views=args.views, seed=args.seed, out=out, resume=args.resume,
+                              callbacks=callbacks)
     if parallel.is_main_process:
         _finish(model.cpu(), data, out, started, history, parallel.num_processes)
     return 0

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,10 +104,12 @@ LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str
 
 def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig, *,
          evaluate_epoch: Callable[[nn.Module], dict], out: str | Path | None, resume: bool, progress: bool,
-         desc: str, on_step: Callable[[int], None] | None, parallel: SingleProcess) -> History:
+         desc: str, on_step: Callable[[int], None] | None, parallel: SingleProcess,
+         callbacks: Sequence[Callable[[dict], None]]) -> History:
     """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history.
 
     ``model`` itself is averaged, evaluated and saved; ``parallel`` may wrap it for training (docs/scaling.md).
+    ``callbacks`` (e.g. :mod:`labkit.tracking`'s loggers) get each finished epoch's row on the main process.
     """
     torch.manual_seed(config.seed)
     if config.channels_last:
@@ -186,6 +188,9 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
                                "average": None if average is None else average.state,
                                "config": _plain(config)}, checkpoint)
             history.to_csv(Path(out) / "history.csv")
+        if parallel.is_main_process:  # after the checkpoint, so that a failing logger cannot cost the epoch
+            for callback in callbacks:
+                callback(dict(row))  # a copy each: one callback editing its row cannot change what the next gets
     parallel.wait_for_everyone()  # no process returns before rank 0 has written the last checkpoint
     return history
 
@@ -198,12 +203,15 @@ def _plain(config: TrainConfig) -> dict:
 
 def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, config: TrainConfig | None = None,
           out: str | Path | None = None, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int], None] | None = None, **overrides) -> History:
+          on_step: Callable[[int], None] | None = None, callbacks: Sequence[Callable[[dict], None]] = (),
+          **overrides) -> History:
     """Supervised training on ``data.train_*`` with the course recipe; returns the per-epoch :class:`History`.
 
     Introduced in 04_cifar_teacher. ``epochs`` and keyword ``overrides`` replace fields of ``config``
     (a :class:`TrainConfig`). With ``out`` a checkpoint is written atomically after every epoch, and
-    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed. Under
+    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed; ``history.csv`` is
+    written there too (CSV is the default tracker). ``callbacks`` are called with each epoch's row on the main
+    process, e.g. :class:`labkit.tracking.TensorBoardLogger` (05_distill_student). Under
     ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md).
     """
     config = _configure(config, epochs, overrides)
@@ -224,7 +232,7 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
         return {"test_acc": accuracy(logits, data.test_labels)}
 
     return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
-                progress=progress, desc="train", on_step=on_step, parallel=parallel)
+                progress=progress, desc="train", on_step=on_step, parallel=parallel, callbacks=callbacks)
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 2.0, alpha: float = 0.5,
@@ -232,7 +240,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
             out: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_step: Callable[[int], None] | None = None, mix: Mixer | None = None,
             extra_loss: Callable[[Batch], torch.Tensor] | None = None, views_seed: int | None = None,
-            **overrides) -> History:
+            callbacks: Sequence[Callable[[dict], None]] = (), **overrides) -> History:
     """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
 
     With ``teacher_views=K > 0`` the teacher's logits are computed once for K fixed augmented views of the
@@ -241,7 +249,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     run's ``seed``); fixing it lets runs with different seeds (batch orders) share the cached logits.
     ``teacher_views=0`` is online distillation: teacher
     and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
-    and the test-set teacher-student agreement and KL at temperature T.
+    and the test-set teacher-student agreement and KL at temperature T. ``out``, ``resume`` and ``callbacks``
+    are :func:`train`'s; :mod:`labkit.tracking` has loggers for TensorBoard and Weights & Biases.
 
     Two hooks serve 08_beyond_logits. ``mix(images, generator)`` replaces every online batch by a mixed one
     that teacher and student both see (function matching); the labels no longer describe mixed images, so it
@@ -304,7 +313,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
                 "test_kl": kl.item()}
 
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
-                progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel)
+                progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
+                callbacks=callbacks)
 
 
 def _configure(config: TrainConfig | None, epochs: float | None, overrides: dict) -> TrainConfig:
