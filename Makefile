@@ -4,9 +4,6 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.labkit-installed
-# glibc then hands tensors over 128 KiB back to the system when freed, instead of keeping a fragmented heap that
-# grows run after run (Binder's memory limit; measured in benchmarks/results/notebook_runs.json). Binder: ./start.
-export MALLOC_MMAP_THRESHOLD_ ?= 131072
 
 .PHONY: setup lab test unit notebooks clean-venv
 

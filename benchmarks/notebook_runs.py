@@ -25,6 +25,8 @@ from nbclient import NotebookClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_json  # noqa: E402
 
+from labkit.settings import quick_mode  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +73,9 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int) -> dict:
     if inplace:
         nbformat.write(notebook, path)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "peak_rss_mb": memory.peak_rss_mb,
-            "peak_anon_mb": memory.peak_anon_mb}
+            "peak_anon_mb": memory.peak_anon_mb, "quick": quick_mode(),
+            # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
 
 
 def main() -> None:
@@ -102,9 +106,7 @@ def _save(rows: list[dict], quick: bool) -> None:
     path = RESULTS / f"{name}.json"
     runs = {r["notebook"]: r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])}
     runs.update({r["notebook"]: r for r in rows})
-    write_json(name, {"mode": "quick" if quick else "full", "cpu_count": os.cpu_count(),
-                      "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
-                      "runs": [runs[k] for k in sorted(runs)]})
+    write_json(name, {"cpu_count": os.cpu_count(), "runs": [runs[k] for k in sorted(runs)]})
 
 
 if __name__ == "__main__":
