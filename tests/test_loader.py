@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from labkit.loader import (AIRBENCH, STANDARD, Augment, Loader, apply_flip, augment_batch, flip_mask, make_views,
-                           random_crop, to_float)
+from labkit.loader import (AIRBENCH, STANDARD, Augment, Loader, _reflect_pad, apply_flip, augment_batch, flip_mask,
+                           make_views, random_crop, to_float)
 
 
 def random_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
@@ -262,3 +262,10 @@ def test_crop_with_flips_in_one_gather_equals_crop_then_flip(pad_mode):
     fused = random_crop(images, 2, torch.Generator().manual_seed(2), pad_mode, flips)
     separate = apply_flip(random_crop(images, 2, torch.Generator().manual_seed(2), pad_mode), flips)
     assert torch.equal(fused, separate)
+
+
+@pytest.mark.parametrize("pad", [1, 2, 4])
+def test_reflect_padding_equals_torch_reflect_pad(pad):
+    """Oracle: F.pad's reflect mode, which only has float kernels."""
+    images = random_images(8)
+    assert torch.equal(_reflect_pad(images, pad), F.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8))
