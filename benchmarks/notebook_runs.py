@@ -3,7 +3,9 @@
 ``make outputs`` runs this in full mode with ``--inplace``: the committed notebooks then carry the outputs of a
 real full-mode run of the current code, so they read well on GitHub. Peak memory is the kernel's: the largest
 resident set the Linux kernel recorded for it (VmHWM, including shared library pages) and the largest anonymous
-(heap) part seen by sampling every 0.2 s, which is what a Binder-sized memory limit mostly has to hold.
+(heap) part seen by sampling every 0.2 s, which is what a Binder-sized memory limit mostly has to hold. It also
+records how much of the resident set is CUDA-only libraries (PyPI's torch is a CUDA build even on a CPU machine;
+Binder's conda-forge CPU build does not load them).
 
     python benchmarks/notebook_runs.py [--inplace] [--quick] [notebooks/05_distill_student.ipynb ...]
 """
@@ -38,20 +40,47 @@ def _status_mb(pid: int, field: str) -> int:
     return int(text.split(f"{field}:")[1].split()[0]) // 1024 if f"{field}:" in text else 0
 
 
-class KernelMemory:
-    """Samples this process's descendants (the kernel) until stopped; keeps the peaks in MB."""
+# Loaded only by PyPI's CUDA build of torch; Binder's conda-forge CPU build has none of them.
+CUDA_ONLY_LIBRARIES = ("/nvidia/", "/triton/", "/cuda/bindings/", "libtorch_cuda", "libc10_cuda")
 
-    def __init__(self, every_s: float = 0.2):
-        self.every_s, self.peak_rss_mb, self.peak_anon_mb = every_s, 0, 0
+
+def cuda_library_mb(pid: int) -> int:
+    """Resident MB of the CUDA-only shared libraries mapped by process ``pid`` (0 if it is gone)."""
+    kb, counting = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            for line in smaps:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    counting = any(part in line for part in CUDA_ONLY_LIBRARIES)
+                elif counting and line.startswith("Rss:"):
+                    kb += int(line.split()[1])
+    except OSError:
+        return 0
+    return kb // 1024
+
+
+class KernelMemory:
+    """Samples this process's descendants (the kernel) until stopped; keeps the peaks in MB.
+
+    ``cuda_lib_mb`` is the most seen of the CUDA-only libraries' resident pages (sampled every ``smaps_every``-th
+    time, as reading smaps is slower): what a CPU build of torch would not load.
+    """
+
+    def __init__(self, every_s: float = 0.2, smaps_every: int = 25):
+        self.every_s, self.peak_rss_mb, self.peak_anon_mb, self.cuda_lib_mb = every_s, 0, 0, 0
+        self.smaps_every = smaps_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
+        me, tick = psutil.Process(), 0
         while not self._stop.wait(self.every_s):
+            tick += 1
             for child in me.children(recursive=True):
                 self.peak_rss_mb = max(self.peak_rss_mb, _status_mb(child.pid, "VmHWM"))
                 self.peak_anon_mb = max(self.peak_anon_mb, _status_mb(child.pid, "RssAnon"))
+                if tick % self.smaps_every == 0:
+                    self.cuda_lib_mb = max(self.cuda_lib_mb, cuda_library_mb(child.pid))
 
     def __enter__(self) -> "KernelMemory":
         self._thread.start()
@@ -73,7 +102,7 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int) -> dict:
     if inplace:
         nbformat.write(notebook, path)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "peak_rss_mb": memory.peak_rss_mb,
-            "peak_anon_mb": memory.peak_anon_mb, "quick": quick_mode(),
+            "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb, "quick": quick_mode(),
             # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
 
@@ -91,12 +120,12 @@ def main() -> None:
         os.environ.pop("LABKIT_QUICK", None)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     rows = []
-    print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MB':>12} {'peak anon MB':>13}", flush=True)
+    print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MB':>12} {'peak anon MB':>13} {'CUDA libs MB':>13}", flush=True)
     for path in paths:
         row = run_notebook(path, args.inplace, args.timeout)
         rows.append(row)
-        print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>12} {row['peak_anon_mb']:>13}",
-              flush=True)
+        print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>12} {row['peak_anon_mb']:>13} "
+              f"{row['cuda_lib_mb']:>13}", flush=True)
         _save(rows, args.quick)
 
 

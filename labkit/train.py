@@ -294,8 +294,10 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
 
     def loss_fn(m: nn.Module, batch: Batch):
         batch = mixed(batch)
+        # Teacher first: its activations are freed before the student's are held for the backward pass.
+        teacher_logits = teacher_batch(batch)
         logits = m(batch.images)
-        parts = distillation_loss_parts(logits, teacher_batch(batch), batch.labels, T=T, alpha=alpha)
+        parts = distillation_loss_parts(logits, teacher_logits, batch.labels, T=T, alpha=alpha)
         n = len(batch.labels)
         found = {"kl_part": parts.soft.detach() * n, "ce_part": parts.hard.detach() * n}
         total = parts.total

@@ -59,3 +59,51 @@ def test_whitening_stem_decorrelates_patches():
 def test_whitening_needs_a_whitening_model():
     with pytest.raises(ValueError, match="whiten=True"):
         models.init_whitening(models.create("student_small"), torch.rand(4, 3, 32, 32))
+
+
+def _plain_forward(model: models.CifarNet, x: torch.Tensor) -> torch.Tensor:
+    """The same network written out without activation checkpointing (the oracle)."""
+    x = model.stem_activ(model.stem(model.normalize(x)))
+    for g in model.layers:
+        x = g.activ(g.norm1(g.pool(g.conv1(x))))
+        x = g.activ(g.norm2(g.conv2(x)))
+    return model.head(model.pool(x).flatten(1)) * model.logit_scale
+
+
+def _saved_bytes(fn) -> dict[torch.dtype, int]:
+    """Bytes of the tensors autograd keeps for the backward pass, by dtype."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = (t.untyped_storage().nbytes(), t.dtype)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    kept = {}
+    for nbytes, dtype in storages.values():
+        kept[dtype] = kept.get(dtype, 0) + nbytes
+    return kept
+
+
+@pytest.mark.parametrize("name", ["teacher", "student_small"])
+def test_recomputed_stem_and_pools_give_the_same_step_with_less_memory(name):
+    torch.manual_seed(0)
+    model = models.create(name).train()
+    oracle = models.create(name).train()
+    oracle.load_state_dict(model.state_dict())
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    F.cross_entropy(model(x), y).backward()
+    F.cross_entropy(_plain_forward(oracle, x), y).backward()
+    for (name_, p), q in zip(model.named_parameters(), oracle.parameters()):
+        assert (p.grad is None) == (q.grad is None), name_
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name_)
+    for (name_, b), c in zip(model.named_buffers(), oracle.buffers()):  # BatchNorm statistics updated once
+        torch.testing.assert_close(b, c, rtol=0, atol=0, msg=name_)
+    kept = _saved_bytes(lambda: model(x))
+    kept_plain = _saved_bytes(lambda: _plain_forward(oracle, x))
+    assert kept[torch.int64] == len(x) * model.head.in_features * 8  # only the global max-pool's indices remain
+    assert sum(kept.values()) < 0.9 * sum(kept_plain.values()), (kept, kept_plain)
+    with torch.no_grad():  # eval mode and no_grad run the plain path
+        torch.testing.assert_close(model.eval()(x), _plain_forward(oracle.eval(), x), rtol=0, atol=0)

@@ -136,3 +136,18 @@ def test_runs_sharing_views_seed_share_the_teacher_logits(small_cifar, trained_s
     torch.manual_seed(0)
     distill(models.create("student_small"), teacher, small_cifar, epochs=1, teacher_views=1, seed=3, **FAST)
     assert len(list((private_cache / "teacher_logits").glob("*.pt"))) == 3  # its own views
+
+
+def test_online_teacher_runs_before_the_student_so_their_activations_never_coexist(small_cifar, trained_small):
+    teacher, _ = trained_small
+    student, order = models.create("student_small"), []
+    hooks = [m.register_forward_pre_hook(lambda *_, who=who: order.append(who))
+             for m, who in ((teacher, "teacher"), (student, "student"))]
+    try:
+        distill(student, teacher, small_cifar, epochs=0.2, teacher_views=0, on_step=lambda _: order.append("|"),
+                **FAST)
+    finally:
+        for h in hooks:
+            h.remove()
+    second_step = order[order.index("|") + 1:order.index("|", order.index("|") + 1)]
+    assert second_step == ["teacher", "student"], order
