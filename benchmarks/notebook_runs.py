@@ -69,16 +69,24 @@ class KernelMemory:
     def __init__(self, every_s: float = 0.2, smaps_every: int = 25):
         self.every_s, self.peak_rss_mb, self.peak_anon_mb, self.cuda_lib_mb = every_s, 0, 0, 0
         self.smaps_every = smaps_every
+        self.cell, self.peak_rss_cell, self.peak_anon_cell = None, None, None  # cell running at each peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def on_cell_execute(self, cell, cell_index: int, **_) -> None:
+        """nbclient hook: remember which cell (index among all cells) runs, so that each peak names one."""
+        self.cell = cell_index
 
     def _run(self) -> None:
         me, tick = psutil.Process(), 0
         while not self._stop.wait(self.every_s):
             tick += 1
             for child in me.children(recursive=True):
-                self.peak_rss_mb = max(self.peak_rss_mb, _status_mb(child.pid, "VmHWM"))
-                self.peak_anon_mb = max(self.peak_anon_mb, _status_mb(child.pid, "RssAnon"))
+                rss, anon = _status_mb(child.pid, "VmHWM"), _status_mb(child.pid, "RssAnon")
+                if rss > self.peak_rss_mb:
+                    self.peak_rss_mb, self.peak_rss_cell = rss, self.cell
+                if anon > self.peak_anon_mb:
+                    self.peak_anon_mb, self.peak_anon_cell = anon, self.cell
                 if tick % self.smaps_every == 0:
                     self.cuda_lib_mb = max(self.cuda_lib_mb, cuda_library_mb(child.pid))
 
@@ -93,16 +101,18 @@ class KernelMemory:
 
 def run_notebook(path: Path, inplace: bool, timeout_s: int) -> dict:
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+    memory = KernelMemory()
+    client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3", on_cell_execute=memory.on_cell_execute,
                             resources={"metadata": {"path": str(path.parent)}})
     started = time.perf_counter()
-    with KernelMemory() as memory:
+    with memory:
         client.execute()
     seconds = time.perf_counter() - started
     if inplace:
         nbformat.write(notebook, path)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "peak_rss_mb": memory.peak_rss_mb,
-            "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb, "quick": quick_mode(),
+            "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
+            "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell, "quick": quick_mode(),
             # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
 
