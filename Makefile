@@ -38,7 +38,7 @@ clean-venv:
 student: $(STAMP)
 	$(PY) -m labkit.students notebooks/*.ipynb --out student
 
-# Run every notebook in full mode (about 2.5 hours on 2 cores) and keep the outputs in the committed notebooks;
+# Run every notebook in full mode (about 2 hours on 2 cores with a warm teacher-logit cache) and keep the outputs in the committed notebooks;
 # writes times and peak memory to benchmarks/results/notebook_runs.json. One notebook: make outputs NOTEBOOKS=notebooks/05_distill_student.ipynb
 .PHONY: outputs
 outputs: $(STAMP)
