@@ -52,9 +52,9 @@ def recompute_in_backward(module: nn.Module, fn: Callable[[torch.Tensor], torch.
     """``fn(x)``, but while training keep only ``x`` for the backward pass and run ``fn`` again there.
 
     Activation checkpointing (``torch.utils.checkpoint``) for cheap pieces without BatchNorm, whose running
-    statistics a second forward pass would update twice. Used for the stem and the max-pools: at batch 1024 it
-    saves ~140 MB of activations per student step at no measurable cost in speed, and gives the same numbers.
-    Forward hooks inside ``fn`` fire a second time during the backward pass.
+    statistics a second forward pass would update twice. Used for the stem and the max-pools of the networks of
+    04_cifar_teacher: at batch 1024 it keeps ~145 MiB less per student_small step, gives the same numbers and
+    measured no slower (docs/instructors.md, "Memory"). Forward hooks inside ``fn`` fire again during backward.
     """
     if module.training and torch.is_grad_enabled():
         return checkpoint(fn, x, use_reentrant=False)
