@@ -7,12 +7,19 @@ resident set the Linux kernel recorded for it (VmHWM, including shared library p
 records how much of the resident set is CUDA-only libraries (PyPI's torch is a CUDA build even on a CPU machine;
 Binder's conda-forge CPU build does not load them).
 
-    python benchmarks/notebook_runs.py [--inplace] [--quick] [notebooks/05_distill_student.ipynb ...]
+``--memory-limit MIB`` runs each notebook inside a fresh Linux memory cgroup with that hard limit and no swap,
+joined by this process and so by the kernel it starts: what a Binder container's limit does. The kernel is
+killed if the notebook needs more memory than the limit can hold once the page cache is reclaimed. It needs root
+and a writable cgroup file system (v1 or v2); the page cache is dropped first where allowed, so the library and
+data pages a notebook reads are charged to it as in a fresh container.
+
+    python benchmarks/notebook_runs.py [--inplace] [--quick] [--memory-limit 1536] [notebooks/05_distill_student.ipynb ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -23,6 +30,7 @@ from pathlib import Path
 import nbformat
 import psutil
 from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_json  # noqa: E402
@@ -99,22 +107,84 @@ class KernelMemory:
         self._thread.join()
 
 
-def run_notebook(path: Path, inplace: bool, timeout_s: int) -> dict:
+class MemoryLimit:
+    """A fresh memory cgroup limited to ``mib`` MiB (swap 0), joined by this process until the block ends.
+
+    Afterwards :attr:`report` holds the limit, the cgroup's peak charge (heap plus the page cache it read), how
+    often reclaim was forced by the limit and how many processes the kernel's OOM killer ended.
+    """
+
+    def __init__(self, mib: int):
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+        v1 = [line.split(":", 2)[2] for line in own if line.split(":")[1] == "memory"]
+        self.v2 = not v1
+        base = Path("/sys/fs/cgroup") if self.v2 else Path("/sys/fs/cgroup/memory")
+        self.home = base / (own[0].split(":", 2)[2] if self.v2 else v1[0]).lstrip("/")
+        self.path, self.mib, self.report = self.home / f"labkit-notebook-{os.getpid()}", mib, {}
+
+    def _write(self, name: str, value: str) -> None:
+        (self.path / name).write_text(value)
+
+    def __enter__(self) -> "MemoryLimit":
+        self.page_cache_dropped = _drop_page_cache()
+        self.path.mkdir()
+        limit = str(self.mib * 2**20)
+        if self.v2:
+            self._write("memory.max", limit)
+            self._write("memory.swap.max", "0")
+        else:
+            self._write("memory.limit_in_bytes", limit)
+            self._write("memory.swappiness", "0")
+        self._write("cgroup.procs", str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        (self.home / "cgroup.procs").write_text(str(os.getpid()))
+        read = lambda name: (self.path / name).read_text()
+        if self.v2:
+            events = dict(line.split() for line in read("memory.events").splitlines())
+            peak, hits, kills = int(read("memory.peak")), int(events["max"]), int(events["oom_kill"])
+        else:
+            oom = dict(line.split() for line in read("memory.oom_control").splitlines())
+            peak, hits = int(read("memory.max_usage_in_bytes")), int(read("memory.failcnt"))
+            kills = int(oom.get("oom_kill", 0))
+        self.path.rmdir()
+        self.report = {"memory_limit_mib": self.mib, "cgroup_peak_mib": peak // 2**20, "limit_hits": hits,
+                       "oom_kills": kills, "page_cache_dropped": self.page_cache_dropped}
+
+
+def _drop_page_cache() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+        return True
+    except OSError:
+        return False
+
+
+def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: int | None = None) -> dict:
     notebook = nbformat.read(path, as_version=4)
     memory = KernelMemory()
     client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3", on_cell_execute=memory.on_cell_execute,
                             resources={"metadata": {"path": str(path.parent)}})
-    started = time.perf_counter()
-    with memory:
-        client.execute()
+    limit = MemoryLimit(memory_limit_mib) if memory_limit_mib else contextlib.nullcontext()
+    started, completed = time.perf_counter(), True
+    with limit, memory:
+        try:
+            client.execute()
+        except DeadKernelError:
+            if not memory_limit_mib:
+                raise
+            completed = False  # killed for memory: recorded, and the notebook file is left as it was
     seconds = time.perf_counter() - started
-    if inplace:
+    if inplace and completed:
         nbformat.write(notebook, path)
-    return {"notebook": path.name, "minutes": round(seconds / 60, 2), "peak_rss_mb": memory.peak_rss_mb,
-            "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
+    return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
+            "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
             "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell, "quick": quick_mode(),
             # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
-            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+            **(limit.report if memory_limit_mib else {})}
 
 
 def main() -> None:
@@ -123,6 +193,8 @@ def main() -> None:
     parser.add_argument("--inplace", action="store_true", help="write the executed notebooks (with outputs) back")
     parser.add_argument("--quick", action="store_true", help="quick mode (LABKIT_QUICK=1) instead of full mode")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default %(default)s)")
+    parser.add_argument("--memory-limit", type=int, metavar="MIB",
+                        help="run each notebook under this hard memory limit (a cgroup; Linux, root)")
     args = parser.parse_args()
     if args.quick:
         os.environ["LABKIT_QUICK"] = "1"
@@ -130,12 +202,14 @@ def main() -> None:
         os.environ.pop("LABKIT_QUICK", None)
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     rows = []
-    print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MB':>12} {'peak anon MB':>13} {'CUDA libs MB':>13}", flush=True)
+    print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MiB':>13} {'peak heap MiB':>14} {'CUDA libs MiB':>14} "
+          f"{'under limit':>12}", flush=True)
     for path in paths:
-        row = run_notebook(path, args.inplace, args.timeout)
+        row = run_notebook(path, args.inplace, args.timeout, args.memory_limit)
         rows.append(row)
-        print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>12} {row['peak_anon_mb']:>13} "
-              f"{row['cuda_lib_mb']:>13}", flush=True)
+        verdict = "-" if not args.memory_limit else "completed" if row["completed"] else "KILLED"
+        print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>13} {row['peak_anon_mb']:>14} "
+              f"{row['cuda_lib_mb']:>14} {verdict:>12}", flush=True)
         _save(rows, args.quick)
 
 

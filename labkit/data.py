@@ -15,6 +15,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ _CACHE_FORMAT = 1
 class CifarData:
     """Train and test splits as tensors: images uint8 N x 3 x 32 x 32, labels int64 (introduced in 04_cifar_teacher)."""
 
-    train_images: torch.Tensor
+    train_images: "torch.Tensor | ImageSubset"
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
@@ -55,13 +56,58 @@ class CifarData:
         """Hold out ``val_per_class`` training images per class for choosing settings without the test set.
 
         Returns the data with the held-out images removed from ``train_*`` and the ``(images, labels)`` held out.
+        The remaining training images are an :class:`ImageSubset` of ``train_images``, not a copy of them.
         """
         val_idx = stratified_indices(self.train_labels, val_per_class, seed)
         keep = torch.ones(len(self.train_labels), dtype=torch.bool)
         keep[val_idx] = False
-        rest = CifarData(self.train_images[keep], self.train_labels[keep], self.test_images, self.test_labels,
-                         classes=self.classes, source=self.source)
-        return rest, (self.train_images[val_idx], self.train_labels[val_idx])
+        return self.keep_train(keep), (self.train_images[val_idx], self.train_labels[val_idx])
+
+    def keep_train(self, keep: torch.Tensor) -> "CifarData":
+        """The data with only the training images where the boolean mask ``keep`` is True (an
+        :class:`ImageSubset`, so nothing is copied); the test split is kept whole."""
+        return CifarData(ImageSubset(self.train_images, keep), self.train_labels[keep], self.test_images,
+                         self.test_labels, classes=self.classes, source=self.source)
+
+
+class ImageSubset:
+    """Some images of a uint8 N x 3 x H x W tensor, picked by index, without copying them.
+
+    Introduced in 05_distill_student, where holding out a validation split would otherwise duplicate the
+    45,000 images that stay (132 MiB, a tenth of a Binder-sized memory limit). Indexing (``subset[idx]``,
+    ``subset[a:b]``) returns a tensor equal to the same indexing of the copy ``images[index]``; so do
+    :meth:`chunks`. :class:`labkit.loader.Loader`, :func:`labkit.loader.make_views` and the training functions
+    accept it wherever they accept an image tensor.
+    """
+
+    def __init__(self, images: "torch.Tensor | ImageSubset", index: torch.Tensor):
+        if index.dtype == torch.bool:
+            if len(index) != len(images):
+                raise ValueError(f"a mask of {len(index)} entries cannot pick from {len(images)} images")
+            index = index.nonzero().flatten()
+        if isinstance(images, ImageSubset):  # a subset of a subset indexes the original tensor directly
+            images, index = images.images, images.index[index]
+        self.images, self.index = images, index
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.index), *self.images.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.images.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        first, others = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        return self.images[(self.index[first], *others)]
+
+    def chunks(self, size: int = 2_000) -> Iterator[torch.Tensor]:
+        """The images, ``size`` at a time (what hashing or a forward pass over all of them needs)."""
+        for s in range(0, len(self), size):
+            yield self[s:s + size]
 
 
 def stratified_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:

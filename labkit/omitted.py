@@ -26,9 +26,7 @@ def without_class(data: CifarData, omitted: int) -> CifarData:
     """``data`` with every training image of class ``omitted`` removed (the test split is kept whole)."""
     if not 0 <= omitted < len(data.classes):
         raise ValueError(f"omitted must be a class index in [0, {len(data.classes)}), got {omitted}")
-    keep = data.train_labels != omitted
-    return CifarData(data.train_images[keep], data.train_labels[keep], data.test_images, data.test_labels,
-                     classes=data.classes, source=data.source)
+    return data.keep_train(data.train_labels != omitted)
 
 
 def with_bias(logits: torch.Tensor, omitted: int, bias: float) -> torch.Tensor:

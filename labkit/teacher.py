@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from labkit.data import atomic_torch_save
+from labkit.data import ImageSubset, atomic_torch_save
+from labkit.evaluate import EVAL_BATCH
 from labkit.loader import AugmentedView, to_float
 from labkit.settings import cache_dir
 
@@ -45,14 +46,15 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _crc32(view: torch.Tensor | AugmentedView) -> int:
+def _crc32(view: torch.Tensor | AugmentedView | ImageSubset) -> int:
     crc = 0
-    for part in view.chunks() if isinstance(view, AugmentedView) else [view]:
+    for part in [view] if isinstance(view, torch.Tensor) else view.chunks():
         crc = zlib.crc32(part.contiguous().numpy().data, crc)
     return crc
 
 
-def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | AugmentedView], batch_size: int = 500,
+def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | AugmentedView | ImageSubset],
+                             batch_size: int = EVAL_BATCH,
                              use_cache: bool = True, progress: bool = True) -> torch.Tensor:
     """The teacher's logits for each image of each view (uint8 images or :class:`AugmentedView`), as K x N x C.
 

@@ -14,7 +14,7 @@ from torchvision.datasets import utils as tv_utils
 from torchvision.io import decode_image
 
 from labkit import data, download
-from labkit.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CifarData, DataNotFoundError,
+from labkit.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CifarData, DataNotFoundError, ImageSubset,
                          atomic_torch_save, load_cifar10, stratified_indices, tensor_cache_path)
 from labkit.settings import DATA_ENV
 
@@ -199,6 +199,23 @@ def test_split_validation_is_disjoint_and_complete():
     assert rest.train_labels.bincount().tolist() == [s - 6 for s in SIZES]
     assert torch.equal(full.train_labels[sorted(val_ids)], val_labels)
     assert torch.equal(rest.test_images, full.test_images)
+    assert rest.train_images.images is full.train_images  # the 45,000 kept images are not copied
+
+
+def test_image_subset_indexes_like_the_copy_it_replaces():
+    images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    keep = torch.rand(40, generator=torch.Generator().manual_seed(1)) < 0.6
+    subset, copy = ImageSubset(images, keep), images[keep]
+    assert subset.shape == copy.shape and len(subset) == len(copy) and subset.dtype == torch.uint8
+    picks = torch.tensor([3, 0, 7, 7])
+    for key in (picks, slice(2, 9), slice(None, None, 3), 5, (slice(None), 0, 1, 2), (picks, slice(None), 0)):
+        assert torch.equal(subset[key], copy[key]), key
+    assert torch.equal(torch.cat(list(subset.chunks(4))), copy)
+    inner = copy[:, 0, 0, 0] % 2 == 0
+    nested = ImageSubset(subset, inner)
+    assert nested.images is images and torch.equal(nested[:], copy[inner])
+    with pytest.raises(ValueError, match="mask of 39 entries"):
+        ImageSubset(images, keep[:-1])
 
 
 # --- the tensor cache --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from labkit import models
+from labkit.data import CifarData
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
 from labkit.train import NonFiniteLossError, TrainConfig, distill, lr_schedule, train
 
@@ -93,6 +94,26 @@ def test_teacher_logits_are_cached_and_reused(small_cifar, trained_small, privat
     handle.remove()
     assert calls == [] and torch.equal(first, second)
     assert torch.allclose(first[0], teacher(small_cifar.test_images[:500].float() / 255), atol=1e-5)
+
+
+def test_training_on_an_image_subset_equals_training_on_its_copy(small_cifar, trained_small, private_cache):
+    keep = torch.arange(len(small_cifar.train_labels)) % 3 != 0
+    subset = small_cifar.keep_train(keep)
+    copy = CifarData(small_cifar.train_images[keep], small_cifar.train_labels[keep], small_cifar.test_images,
+                     small_cifar.test_labels)
+    teacher = FrozenTeacher(trained_small[0])
+    students = []
+    for data in (subset, copy):
+        torch.manual_seed(0)
+        student = models.create("student_small")
+        history = distill(student, teacher, data, T=4.0, alpha=0.5, epochs=2, teacher_views=2, **FAST)
+        students.append((student, history))
+    # One file for the test images, one for the training views: the subset's views hit the copy's cache entry.
+    assert len(list((private_cache / "teacher_logits").glob("*.pt"))) == 2
+    (a, history_a), (b, history_b) = students
+    untimed = lambda h: [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in h.rows]
+    assert untimed(history_a) == untimed(history_b)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_resume_after_interrupt_reproduces_the_uninterrupted_run(small_cifar, tmp_path):
