@@ -40,6 +40,7 @@ student: $(STAMP)
 
 # Run every notebook in full mode (about 2 hours on 2 cores with a warm teacher-logit cache) and keep the outputs in the committed notebooks;
 # writes times and peak memory to benchmarks/results/notebook_runs.json. One notebook: make outputs NOTEBOOKS=notebooks/05_distill_student.ipynb
+# MEMORY_LIMIT=1536 runs each notebook under a hard 1.5 GiB memory limit, as on Binder (Linux, as root).
 .PHONY: outputs
 outputs: $(STAMP)
-	$(PY) benchmarks/notebook_runs.py --inplace $(NOTEBOOKS)
+	$(PY) benchmarks/notebook_runs.py --inplace $(if $(MEMORY_LIMIT),--memory-limit $(MEMORY_LIMIT)) $(NOTEBOOKS)

@@ -32,12 +32,9 @@ import psutil
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_json  # noqa: E402
-
-from labkit.settings import quick_mode  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
+# No PyTorch in this process until the end (see _save): under --memory-limit, library pages it had loaded first
+# would be charged to it instead of to the kernel's cgroup.
 
 
 def _status_mb(pid: int, field: str) -> int:
@@ -181,7 +178,8 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
         nbformat.write(notebook, path)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
-            "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell, "quick": quick_mode(),
+            "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell,
+            "quick": os.environ.get("LABKIT_QUICK") == "1",
             # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
             **(limit.report if memory_limit_mib else {})}
@@ -210,11 +208,16 @@ def main() -> None:
         verdict = "-" if not args.memory_limit else "completed" if row["completed"] else "KILLED"
         print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>13} {row['peak_anon_mb']:>14} "
               f"{row['cuda_lib_mb']:>14} {verdict:>12}", flush=True)
+        if not args.memory_limit:  # saved as it goes; under a limit only at the end (PyTorch would load here)
+            _save(rows, args.quick)
+    if args.memory_limit:
         _save(rows, args.quick)
 
 
 def _save(rows: list[dict], quick: bool) -> None:
     """Merge into the results file by notebook name, so a rerun of one notebook keeps the others' rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import RESULTS, write_json  # imports PyTorch, for the machine description
     name = "notebook_runs_quick" if quick else "notebook_runs"
     path = RESULTS / f"{name}.json"
     runs = {r["notebook"]: r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])}
