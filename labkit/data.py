@@ -15,7 +15,6 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -75,8 +74,8 @@ class ImageSubset:
 
     Introduced in 05_distill_student, where holding out a validation split would otherwise duplicate the
     45,000 images that stay (132 MiB, a tenth of a Binder-sized memory limit). Indexing (``subset[idx]``,
-    ``subset[a:b]``) returns a tensor equal to the same indexing of the copy ``images[index]``; so do
-    :meth:`chunks`. :class:`labkit.loader.Loader`, :func:`labkit.loader.make_views` and the training functions
+    ``subset[a:b]``) returns a tensor equal to the same indexing of the copy ``images[index]``.
+    :class:`labkit.loader.Loader`, :func:`labkit.loader.make_views` and the training functions
     accept it wherever they accept an image tensor.
     """
 
@@ -103,11 +102,6 @@ class ImageSubset:
     def __getitem__(self, key) -> torch.Tensor:
         first, others = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         return self.images[(self.index[first], *others)]
-
-    def chunks(self, size: int = 2_000) -> Iterator[torch.Tensor]:
-        """The images, ``size`` at a time (what hashing or a forward pass over all of them needs)."""
-        for s in range(0, len(self), size):
-            yield self[s:s + size]
 
 
 def stratified_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:

@@ -185,10 +185,6 @@ class AugmentedView:
         flips = None if self.flips is None else self.flips[index]
         return crop(self.images[index], self.augment.pad, self.offsets[:, index], self.augment.pad_mode, flips)
 
-    def chunks(self, size: int = 2_000) -> Iterator[torch.Tensor]:
-        """The augmented images, ``size`` at a time (what hashing or a forward pass over the whole view needs)."""
-        for s in range(0, len(self), size):
-            yield self[s:s + size]
 
 
 def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int = 0,
