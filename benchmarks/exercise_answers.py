@@ -31,7 +31,7 @@ from labkit.loader import mixup
 from labkit.pretrained import load_teacher
 from labkit.settings import pick, quick_mode
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
-from labkit.train import distill, train
+from labkit.train import NonFiniteLossError, distill, train
 from labkit.tuning import soft_target_profile
 
 SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 100), teacher_views=4, data_seed=0)
@@ -83,10 +83,18 @@ def split(data: CifarData, train_per_class: int | None, val_per_class: int) -> C
 
 
 def val_run(teacher: nn.Module, tune: CifarData, **options) -> dict:
-    """One student through :func:`labkit.experiments.train_student`: its final validation accuracy and time."""
-    _, record = train_student(teacher, tune, progress=False, **options)
-    row = {k: record[k] for k in ("seed", "T", "alpha", "lr_scale", "val_acc", "val_agreement", "seconds")}
+    """One student through :func:`labkit.experiments.train_student`: its final validation accuracy and time.
+
+    A run whose loss diverges is an answer too (a learner running the exercise would see it): its ``val_acc`` is
+    None and ``diverged`` holds labkit's message.
+    """
     shown = {k: getattr(v, "__name__", v) for k, v in options.items()}
+    try:
+        _, record = train_student(teacher, tune, progress=False, **options)
+    except NonFiniteLossError as error:
+        print(f"  {shown}: diverged: {error}", flush=True)
+        return {"val_acc": None, "diverged": str(error)}
+    row = {k: record[k] for k in ("seed", "T", "alpha", "lr_scale", "val_acc", "val_agreement", "seconds")}
     print(f"  {shown}: val_acc {row['val_acc']:.4f} ({row['seconds']:.0f} s)", flush=True)
     return row
 
