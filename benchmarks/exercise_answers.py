@@ -8,7 +8,7 @@ full run saved in ``benchmarks/results/`` (what a learner compares with). Only v
 test set is for the final answers of the notebooks. Sections run separately are merged into
 ``benchmarks/results/exercise_answers.json``; LABKIT_QUICK=1 runs the same code on the quick subsets and writes
 ``exercise_answers_quick.json`` (a smoke test: compare with the notebooks' quick results, never quote it).
-Measured on the CIFAR-10 copy load_cifar10 finds (here: the JPEG copy). All sections: about 90 minutes on
+Measured on the CIFAR-10 copy load_cifar10 finds (here: the JPEG copy). All sections: about 80 minutes on
 2 CPU cores.
 """
 
