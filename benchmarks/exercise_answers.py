@@ -255,7 +255,7 @@ def main() -> None:
     s = headline_settings()
     ctx = {"teacher": FrozenTeacher(load_teacher()),
            "sweep_tune": split(data, **SWEEP_SPLIT), "beyond_tune": split(data, **BEYOND_SPLIT),
-           "headline_tune": validation_data(data.subset(s["train_per_class"], None), s["val_per_class"])}
+           "headline_tune": split(data, s["train_per_class"], s["val_per_class"])}
     path = RESULTS / f"exercise_answers{'_quick' if quick_mode() else ''}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"sections": {}}
     for name in args.only:
