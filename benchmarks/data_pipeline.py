@@ -45,14 +45,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def find_source(root: Path | None) -> tuple[Path, str]:
+def find_source(root: Path | None) -> data.CifarSource:
     """The local CIFAR-10 copy and its format; a benchmark never downloads."""
-    searched = data._candidate_folders(root)
-    for folder in searched:
-        found = data._find_source(folder)
-        if found is not None:
-            return found
-    raise data.DataNotFoundError(data.missing_data_message(searched))
+    found = data.find_cifar10(root)
+    if found is None:
+        raise data.DataNotFoundError(data.missing_data_message(root))
+    return found
 
 
 def describe(folder: Path, fmt: str) -> str:
@@ -130,15 +128,15 @@ def load_rows(folder: Path, fmt: str, per_class: int | None) -> list[dict[str, o
     with fresh_cache() as tmp:
         if per_class is not None and fmt == "image-folder":
             folder = copy_image_folder(folder, tmp / "small-copy", per_class)
-        cold, cifar = timed_load(folder)
-        warm, _ = timed_load(folder)
+        cold, cifar = timed_load(folder, expect_full=per_class is None)
+        warm, _ = timed_load(folder, expect_full=per_class is None)
     n = len(cifar.train_labels) + len(cifar.test_labels)
     return [row("load_cifar10 cold (empty cache)", "-", n, cold), row("load_cifar10 warm (tensor cache)", "-", n, warm)]
 
 
-def timed_load(folder: Path) -> tuple[float, data.CifarData]:
+def timed_load(folder: Path, expect_full: bool) -> tuple[float, data.CifarData]:
     started = time.perf_counter()
-    cifar = data.load_cifar10(folder, download=False, verbose=False)
+    cifar = data.load_cifar10(folder, download=False, verbose=False, expect_full=expect_full)
     return time.perf_counter() - started, cifar
 
 

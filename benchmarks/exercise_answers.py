@@ -26,12 +26,13 @@ from _common import RESULTS, machine, print_table
 from labkit import models
 from labkit.beyond import distill_with_hints, function_matching
 from labkit.data import CifarData, load_cifar10
-from labkit.experiments import headline_settings, train_student, validation_data
+from labkit.experiments import headline_settings
+from labkit.protocol import train_student
 from labkit.loader import mixup
 from labkit.pretrained import load_teacher
 from labkit.settings import pick, quick_mode
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
-from labkit.train import NonFiniteLossError, distill, train
+from labkit.train import TrainingDivergedError, distill, train
 from labkit.tuning import soft_target_profile
 
 SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 100), teacher_views=4, data_seed=0)
@@ -79,11 +80,11 @@ def notebook_results(name: str) -> dict:
 
 
 def split(data: CifarData, train_per_class: int | None, val_per_class: int) -> CifarData:
-    return validation_data(data.subset(train_per_class, None), val_per_class)
+    return data.subset(train_per_class, None).with_validation(val_per_class)
 
 
 def val_run(teacher: nn.Module, tune: CifarData, **options) -> dict:
-    """One student through :func:`labkit.experiments.train_student`: its final validation accuracy and time.
+    """One student through :func:`labkit.protocol.train_student`: its final validation accuracy and time.
 
     A run whose loss diverges is an answer too (a learner running the exercise would see it): its ``val_acc`` is
     None and ``diverged`` holds labkit's message.
@@ -91,7 +92,7 @@ def val_run(teacher: nn.Module, tune: CifarData, **options) -> dict:
     shown = {k: getattr(v, "__name__", v) for k, v in options.items()}
     try:
         _, record = train_student(teacher, tune, progress=False, **options)
-    except NonFiniteLossError as error:
+    except TrainingDivergedError as error:
         print(f"  {shown}: diverged: {error}", flush=True)
         return {"val_acc": None, "diverged": str(error)}
     row = {k: record[k] for k in ("seed", "T", "alpha", "lr_scale", "val_acc", "val_agreement", "seconds")}
@@ -121,7 +122,7 @@ def e06_seeds(ctx: dict) -> dict:
 def e06_below_one(ctx: dict) -> dict:
     """06, exercise 2: dark mass at T = 0.5 and a T = 0.5 row of the sweep (seed 0)."""
     sweep = notebook_results("06_tuning_temperature_and_alpha")
-    val_logits = teacher_logits_for_views(ctx["teacher"], [ctx["sweep_tune"].test_images], progress=False)[0]
+    val_logits = teacher_logits_for_views(ctx["teacher"], [ctx["sweep_tune"].val_images], progress=False)[0]
     profile = soft_target_profile(val_logits, (0.5, 1.0))
     alphas = sweep["settings"]["alphas"]
     runs = [val_run(ctx["teacher"], ctx["sweep_tune"], T=0.5, alpha=a, seed=0, **SWEEP) for a in alphas]
@@ -155,7 +156,7 @@ def e05_label_smoothing(ctx: dict) -> dict:
         started = time.perf_counter()
         history = train(student, ctx["headline_tune"], epochs=s["epochs"], batch_size=s["batch_size"], seed=0,
                         progress=False)
-        accs.append(history.last["test_acc"])  # test_* of the tune split are the validation images
+        accs.append(history.last["val_acc"])
         print(f"  train(), seed {seed}: val_acc {accs[-1]:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     arms = headline["arms"]
     return {"recipe_val_acc": accs, "scratch_val_acc": arms["scratch"]["val_acc"]["values"],

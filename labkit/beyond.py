@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from labkit.data import CifarData
-from labkit.experiments import run_arms, validation_data
+from labkit.evaluate import eval_mode
 from labkit.history import History
 from labkit.loader import Batch, mixup
+from labkit.protocol import Budget, prepare, run_arms
 from labkit.teacher import FrozenTeacher
 from labkit.train import distill
 
@@ -57,11 +58,9 @@ class FeatureTap:
 
 def feature_shape(model: nn.Module, layer: str, image_size: tuple[int, int, int] = (3, 32, 32)) -> tuple[int, ...]:
     """Shape (channels, height, width) of ``layer``'s output for one image."""
-    was_training = model.training
-    model.eval()
-    with FeatureTap(model, layer) as tap, torch.no_grad():
-        model(torch.zeros(1, *image_size))
-    model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model), FeatureTap(model, layer) as tap, torch.no_grad():
+        model(torch.zeros(1, *image_size, device=device))
     return tuple(tap.output.shape[1:])
 
 
@@ -138,30 +137,19 @@ def function_matching(student: nn.Module, teacher: nn.Module, data: CifarData, T
 
 
 def compare_beyond_logits(teacher: nn.Module, data: CifarData, *, T: float = 2.0, alpha: float = 0.5,
-                          beta: float = 1.0, fm_T: float = 1.0, student: str = "student_small", epochs: float = 4,
-                          seeds: Sequence[int] = (0,), teacher_views: int = 4, batch_size: int = 512,
-                          val_per_class: int = 500, train_per_class: int | None = None,
-                          test_per_class: int | None = None, data_seed: int = 0, progress: bool = False,
-                          log: Callable[[str], None] | None = print) -> dict:
+                          beta: float = 1.0, fm_T: float = 1.0, progress: bool = False,
+                          log: Callable[[str], None] | None = print, **budget) -> dict:
     """Plain KD vs KD + FitNets hint vs function matching, at an equal budget (introduced in 08_beyond_logits).
 
-    Same student, initial weights, epochs, schedule, batches and base augmentation for every arm (see
-    :func:`labkit.experiments.run_arms`); plain KD reads cached teacher logits, the other two run the teacher
-    online because they need its features or its output on freshly mixed images.
+    ``budget`` holds :class:`labkit.protocol.Budget` fields (default: one seed). Same student, initial weights,
+    epochs, schedule, batches and base augmentation for every arm (see :func:`labkit.protocol.run_arms`); plain KD
+    reads cached teacher logits, the other two run the teacher online because they need its features or its
+    output on freshly mixed images.
     """
     started = time.perf_counter()
-    if train_per_class is not None or test_per_class is not None:
-        data = data.subset(train_per_class, test_per_class, seed=data_seed)
-    tune = validation_data(data, val_per_class, seed=data_seed)
-    frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
-    arms = {"kd": dict(teacher=frozen, T=T, alpha=alpha, teacher_views=teacher_views),
-            "kd_with_hints": dict(teacher=frozen, T=T, alpha=alpha, teacher_views=0, method=distill_with_hints,
-                                  beta=beta),
-            "function_matching": dict(teacher=frozen, T=fm_T, alpha=1.0, teacher_views=0, method=function_matching)}
-    results = run_arms(arms, tune, data.test_images, data.test_labels, student=student, seeds=seeds, epochs=epochs,
-                       batch_size=batch_size, data_seed=data_seed, progress=progress, log=log)
-    settings = dict(T=T, alpha=alpha, beta=beta, fm_T=fm_T, student=student, epochs=epochs, seeds=list(seeds),
-                    teacher_views=teacher_views, batch_size=batch_size, val_per_class=val_per_class,
-                    train_images=len(tune.train_labels), val_images=len(tune.test_labels),
-                    test_images=len(data.test_labels), data=data.source)
-    return {"settings": settings, "arms": results, "seconds": round(time.perf_counter() - started, 1)}
+    protocol = prepare(teacher, data, Budget(**{"seeds": (0,), **budget}), progress=progress, log=log)
+    arms = {"kd": dict(T=T, alpha=alpha),
+            "kd_with_hints": dict(T=T, alpha=alpha, teacher_views=0, method=distill_with_hints, beta=beta),
+            "function_matching": dict(T=fm_T, alpha=1.0, teacher_views=0, method=function_matching)}
+    return {"settings": protocol.settings(T=T, alpha=alpha, beta=beta, fm_T=fm_T), "arms": run_arms(protocol, arms),
+            "seconds": round(time.perf_counter() - started, 1)}

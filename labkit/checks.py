@@ -358,6 +358,9 @@ def check_temperature_scaling(ece_by_T: dict, logits: torch.Tensor, labels: torc
         raise CheckFailed("`ece_by_T` should be a dict {T: ECE of logits / T} with at least 3 temperatures")
     for T, value in ece_by_T.items():
         T = _number(T, "a temperature (key of ece_by_T)")
+        if not (math.isfinite(T) and T > 0):  # logits / 0 is inf or NaN: no ECE to compare with
+            raise CheckFailed(f"`ece_by_T` has the temperature {T:g}: a temperature must be a finite number > 0, as "
+                              "it divides the logits (logits / T); try temperatures between 0.5 and 1.5")
         ece = expected_calibration_error(logits / T, labels)
         _compare(value, ece, f"ece_by_T[{T:g}]", {
             "you multiplied the logits by T: temperature scaling divides them, logits / T":

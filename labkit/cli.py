@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -26,18 +28,46 @@ from labkit.train import distill, train
 QUICK = dict(train_per_class=50, test_per_class=20, epochs=1, batch_size=100)
 
 
+def _number(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[[str], float]:
+    """An argparse type: the text as ``kind``, or an argparse error (exit 2) saying what is wanted."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
+
+
+POSITIVE = _number(float, lambda v: v > 0, "> 0")
+POSITIVE_INT = _number(int, lambda v: v >= 1, "a whole number >= 1")
+FRACTION = _number(float, lambda v: 0 <= v <= 1, "in [0, 1]")
+
+
+class _Given(argparse.Action):
+    """Stores the value and notes that it was given, so that --quick's own sizes never replace it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def _common(p: argparse.ArgumentParser, epochs: float, batch_size: int, out: str) -> None:
     p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
-    p.add_argument("--epochs", type=float, default=epochs, help="training epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=batch_size,
-                   help="batch size; under accelerate launch, of all processes together (default %(default)s)")
+    p.add_argument("--epochs", type=POSITIVE, default=epochs, action=_Given,
+                   help=f"training epochs (default %(default)s; {QUICK['epochs']} with --quick)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=batch_size, action=_Given,
+                   help=f"batch size; under accelerate launch, of all processes together (default %(default)s; "
+                        f"{QUICK['batch_size']} with --quick)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--out", default=out, help="folder for checkpoint, history.csv, weights (default %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="also log every epoch to TensorBoard in DIR (needs pip install 'labkit[tensorboard]')")
     p.add_argument("--quick", action="store_true", help="a tiny real-data run in seconds (also set by LABKIT_QUICK=1)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default: torch's choice)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-teacher", help="train the airbench-style CIFAR-10 teacher from scratch")
     p.add_argument("--model", default="teacher", choices=models.available())
-    p.add_argument("--label-smoothing", type=float, default=0.2, help="label smoothing (default %(default)s)")
+    p.add_argument("--label-smoothing", type=_number(float, lambda v: 0 <= v < 1, "in [0, 1)"), default=0.2,
+                   help="label smoothing (default %(default)s)")
     _common(p, epochs=12, batch_size=512, out="runs/teacher")
     p = sub.add_parser("distill", help="distill a student from a teacher (the shipped one by default)")
     p.add_argument("--student", default="student_small", choices=models.available())
     p.add_argument("--teacher", default="pretrained", help="'pretrained' or a .safetensors file of a teacher")
-    p.add_argument("--T", type=float, default=2.0, help="temperature (default %(default)s)")
-    p.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft term (default %(default)s)")
-    p.add_argument("--views", type=int, default=4, help="cached teacher views; 0 = online teacher (default %(default)s)")
+    p.add_argument("--T", type=POSITIVE, default=2.0, help="temperature (default %(default)s)")
+    p.add_argument("--alpha", type=FRACTION, default=0.5,
+                   help="weight of the teacher's soft term (default %(default)s)")
+    p.add_argument("--views", type=_number(int, lambda v: v >= 0, "a whole number >= 0"), default=4,
+                   help="cached teacher views; 0 = online teacher (default %(default)s)")
     _common(p, epochs=20, batch_size=512, out="runs/student")
     p = sub.add_parser("evaluate", help="test accuracy of a weights file or a shipped model")
     p.add_argument("--model", default="teacher", choices=models.available())
     p.add_argument("--weights", default="pretrained", help="'pretrained' or a .safetensors file")
     p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
     p.add_argument("--quick", action="store_true", help="evaluate on 200 test images only")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default: torch's choice)")
     return parser
 
 
@@ -105,9 +138,21 @@ def _finish(model, data, out: Path, started: float, history, num_processes: int)
     print(f"weights: {out / 'model.safetensors'} (sha256 {sha})")
 
 
+def _training_size(args) -> tuple[float, int]:
+    """Epochs and batch size: those given, else the quick ones with --quick, else the defaults."""
+    def size(name: str):
+        return QUICK[name] if args.quick and not getattr(args, f"{name}_given", False) else getattr(args, name)
+    return size("epochs"), size("batch_size")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # every argument is checked here, before any data or weights are read
     args.quick = args.quick or quick_mode()
+    if args.command != "evaluate" and args.out and Path(args.out).is_file():
+        parser.error(f"--out {args.out} is a file; give a folder for the checkpoint, history.csv and weights")
+    if args.command == "distill" and args.teacher != "pretrained" and not Path(args.teacher).is_file():
+        parser.error(f"--teacher {args.teacher}: no such file (give 'pretrained' or a .safetensors file)")
     if args.threads:
         torch.set_num_threads(args.threads)
     parallel = processes()
@@ -117,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(_model(args.model, args.weights), data, None)
         return 0
     out = Path(args.out)
-    epochs, batch = (QUICK["epochs"], QUICK["batch_size"]) if args.quick else (args.epochs, args.batch_size)
+    epochs, batch = _training_size(args)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     with ExitStack() as logs:  # closes the TensorBoard writer even when training fails

@@ -13,8 +13,9 @@ import os
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +31,12 @@ _CACHE_FORMAT = 1
 
 @dataclass
 class CifarData:
-    """Train and test splits as tensors: images uint8 N x 3 x 32 x 32, labels int64 (introduced in 04_cifar_teacher)."""
+    """Train and test splits as tensors: images uint8 N x 3 x 32 x 32, labels int64 (introduced in 04_cifar_teacher).
+
+    ``val_images`` / ``val_labels`` hold a validation split taken from the training images
+    (:meth:`with_validation`, 05_distill_student); training functions then watch it every epoch instead of the
+    test split, which stays untouched until the end.
+    """
 
     train_images: "torch.Tensor | ImageSubset"
     train_labels: torch.Tensor
@@ -38,9 +44,12 @@ class CifarData:
     test_labels: torch.Tensor
     classes: tuple[str, ...] = CIFAR10_CLASSES
     source: str = ""
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     def subset(self, train_per_class: int | None = None, test_per_class: int | None = None, seed: int = 0) -> "CifarData":
-        """A stratified, seeded subset with ``*_per_class`` images of each class (None keeps a split whole)."""
+        """A stratified, seeded subset with ``*_per_class`` images of each class (None keeps a split whole);
+        a validation split is kept whole."""
         def pick(images, labels, n):
             if n is None:
                 return images, labels
@@ -49,7 +58,7 @@ class CifarData:
 
         train = pick(self.train_images, self.train_labels, train_per_class)
         test = pick(self.test_images, self.test_labels, test_per_class)
-        return CifarData(*train, *test, classes=self.classes, source=self.source)
+        return replace(self, train_images=train[0], train_labels=train[1], test_images=test[0], test_labels=test[1])
 
     def split_validation(self, val_per_class: int = 500, seed: int = 0) -> tuple["CifarData", tuple[torch.Tensor, torch.Tensor]]:
         """Hold out ``val_per_class`` training images per class for choosing settings without the test set.
@@ -62,11 +71,15 @@ class CifarData:
         keep[val_idx] = False
         return self.keep_train(keep), (self.train_images[val_idx], self.train_labels[val_idx])
 
+    def with_validation(self, val_per_class: int = 500, seed: int = 0) -> "CifarData":
+        """The data with ``val_per_class`` training images per class moved into ``val_*`` (05_distill_student)."""
+        rest, (val_images, val_labels) = self.split_validation(val_per_class, seed)
+        return replace(rest, val_images=val_images, val_labels=val_labels)
+
     def keep_train(self, keep: torch.Tensor) -> "CifarData":
         """The data with only the training images where the boolean mask ``keep`` is True (an
-        :class:`ImageSubset`, so nothing is copied); the test split is kept whole."""
-        return CifarData(ImageSubset(self.train_images, keep), self.train_labels[keep], self.test_images,
-                         self.test_labels, classes=self.classes, source=self.source)
+        :class:`ImageSubset`, so nothing is copied); the test and validation splits are kept whole."""
+        return replace(self, train_images=ImageSubset(self.train_images, keep), train_labels=self.train_labels[keep])
 
 
 class ImageSubset:
@@ -103,6 +116,10 @@ class ImageSubset:
         first, others = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
         return self.images[(self.index[first], *others)]
 
+    def to(self, device: torch.device | str) -> "ImageSubset":
+        """The same subset of the images moved to ``device`` (only the images move; the index stays put)."""
+        return ImageSubset(self.images.to(device), self.index)
+
 
 def stratified_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
     """Sorted indices of ``per_class`` randomly chosen (seeded) examples of every class in ``labels``."""
@@ -122,33 +139,62 @@ class DataNotFoundError(FileNotFoundError):
     """CIFAR-10 could not be found locally nor downloaded; the message says where labkit looked and what to do."""
 
 
-def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, verbose: bool = True) -> CifarData:
+class DataError(ValueError):
+    """A CIFAR-10 copy that cannot be used as it is (incomplete, damaged, wrongly laid out); the message names the
+    folder or file, what is wrong and what to do (introduced in 04_cifar_teacher)."""
+
+
+class CifarSource(NamedTuple):
+    """A local CIFAR-10 copy: its folder and its format, "batches-py" or "image-folder" (04_cifar_teacher)."""
+
+    folder: Path
+    format: str
+
+
+FULL_SIZES = {"train": 50_000, "test": 10_000}  # images per split of the whole of CIFAR-10
+
+
+def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, verbose: bool = True,
+                 expect_full: bool = True) -> CifarData:
     """Load all of CIFAR-10 as tensors (introduced in 04_cifar_teacher).
 
     Looks, in order, in ``root`` (or ``$LABKIT_DATA``), then in labkit's cache folder, for either the official
     ``cifar-10-batches-py`` or an image-folder copy (``train/<class>/*.jpg|png`` and ``test/<class>/...``);
     failing both it downloads the official archive (md5-checked, with a mirror) into the cache folder.
-    Decoded tensors are cached, so only the first load of a source takes seconds.
+    Decoded tensors are cached, so only the first load of a source takes seconds; the cache is rebuilt when a
+    file of the source is added, removed or replaced.
+    A copy without every class in both splits raises :class:`DataError`, and so does one without all 50,000
+    training and 10,000 test images unless ``expect_full`` is False (for a deliberately small copy, as in tests).
     """
-    searched = []
+    found = find_cifar10(root)
+    if found is None and download:
+        from labkit.download import DownloadError, download_cifar10  # lazily: it imports torchvision.datasets
+
+        try:
+            found = CifarSource(download_cifar10(cache_dir(), verbose=verbose), "batches-py")
+        except DownloadError as err:
+            raise DataNotFoundError(missing_data_message(root, reason=str(err))) from None
+    if found is None:
+        raise DataNotFoundError(missing_data_message(root))
+    return _load_cached(*found, verbose=verbose, expect_full=expect_full)
+
+
+def find_cifar10(root: str | os.PathLike | None = None) -> CifarSource | None:
+    """The first local CIFAR-10 copy where :func:`load_cifar10` looks (``root`` or ``$LABKIT_DATA``, then the
+    cache folder), or None; reads no image and never downloads (introduced in 04_cifar_teacher)."""
     for folder in _candidate_folders(root):
-        searched.append(folder)
         found = _find_source(folder)
         if found is not None:
-            return _load_cached(*found, verbose=verbose)
-    if download:
-        from labkit.download import download_cifar10
-
-        source = download_cifar10(cache_dir(), searched, verbose=verbose)
-        return _load_cached(source, "batches-py", verbose=verbose)
-    raise DataNotFoundError(missing_data_message(searched))
+            return found
+    return None
 
 
-def missing_data_message(searched: list[Path], reason: str = "") -> str:
-    """The one error text shown when no CIFAR-10 can be had: where labkit looked and how to fix it."""
+def missing_data_message(root: str | os.PathLike | None = None, reason: str = "") -> str:
+    """The one error text shown when no CIFAR-10 can be had: where labkit looked for ``root`` (as
+    :func:`load_cifar10` does) and how to fix it."""
     lines = ["CIFAR-10 was not found" + (f" and could not be downloaded ({reason})." if reason else ".")]
     lines.append("labkit looked in:")
-    lines += [f"  - {p}" for p in searched]
+    lines += [f"  - {p}" for p in _candidate_folders(root)]
     lines += [
         "To fix it, do one of these:",
         f"  * set {DATA_ENV} to a folder holding 'cifar-10-batches-py' (the official python version) or an",
@@ -167,13 +213,13 @@ def _candidate_folders(root: str | os.PathLike | None) -> list[Path]:
     return folders + [cache_dir()]
 
 
-def _find_source(folder: Path) -> tuple[Path, str] | None:
+def _find_source(folder: Path) -> CifarSource | None:
     """The CIFAR-10 copy in ``folder`` (the folder itself or a known child), with its format, or None."""
     for cand in (folder, folder / "cifar-10-batches-py", folder / "cifar10-jpg", folder / "cifar10"):
         if (cand / "data_batch_1").is_file() and (cand / "test_batch").is_file():
-            return cand, "batches-py"
+            return CifarSource(cand, "batches-py")
         if (cand / "train").is_dir() and (cand / "test").is_dir():
-            return cand, "image-folder"
+            return CifarSource(cand, "image-folder")
     return None
 
 
@@ -182,16 +228,16 @@ def _read_batches_py(folder: Path) -> dict[str, torch.Tensor]:
 
     # torchvision only reads <root>/cifar-10-batches-py; any other name would fail with its advice to download.
     if folder.name != CIFAR10.base_folder:
-        raise ValueError(f"{folder} holds the python version of CIFAR-10; rename it to {CIFAR10.base_folder!r}")
+        raise DataError(f"{folder} holds the python version of CIFAR-10; rename it to {CIFAR10.base_folder!r}")
     out = {}
     for split, train in (("train", True), ("test", False)):
         try:
             ds = CIFAR10(str(folder.parent), train=train, download=False)  # checks each file's md5
         except RuntimeError:  # its own text advises download=True, which is not how labkit is used
-            raise ValueError(f"{folder} is incomplete or damaged (a file fails torchvision's md5 check); "
-                             "extract cifar-10-python.tar.gz there afresh, or delete it to download again") from None
+            raise DataError(f"{folder} is incomplete or damaged (a file fails torchvision's md5 check); "
+                            "extract cifar-10-python.tar.gz there afresh, or delete it to download again") from None
         if tuple(ds.classes) != CIFAR10_CLASSES:
-            raise ValueError(f"{folder} names the classes {ds.classes}, expected {list(CIFAR10_CLASSES)}")
+            raise DataError(f"{folder} names the classes {ds.classes}, expected {list(CIFAR10_CLASSES)}")
         out[f"{split}_images"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
     return out
@@ -201,19 +247,26 @@ def _read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
     from torchvision.datasets import ImageFolder
     from torchvision.io import ImageReadMode, decode_image
 
+    def decode(path: str) -> torch.Tensor:
+        try:
+            image = decode_image(path, mode=ImageReadMode.RGB)
+        except RuntimeError as err:  # torchvision's C++ error names no file
+            raise DataError(f"{path}: cannot be decoded ({err}); replace it, or extract the copy again") from None
+        if image.shape[1:] != (32, 32):
+            raise DataError(f"{path}: is {image.shape[2]}x{image.shape[1]} pixels, expected 32x32; "
+                            "replace it with the CIFAR-10 image, or extract the copy again")
+        return image
+
     out = {}
     for split in ("train", "test"):
         ds = ImageFolder(str(folder / split), loader=lambda p: p)
         if tuple(ds.classes) != CIFAR10_CLASSES:
-            raise ValueError(f"{folder / split} has class folders {ds.classes}, expected {list(CIFAR10_CLASSES)}")
+            raise DataError(f"{folder / split} has class folders {ds.classes}, expected {list(CIFAR10_CLASSES)}")
         with warnings.catch_warnings():
             # torchvision 0.29 deprecates its image codecs for TorchCodec (labkit pins torchvision<=0.29.1);
             # the warning comes twice per image, 120,000 times in all, burying everything else.
             warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
-            images = torch.stack([decode_image(path, mode=ImageReadMode.RGB) for path, _ in ds.samples])
-        if images.shape[1:] != (3, 32, 32):
-            raise ValueError(f"{folder / split} holds images of shape {tuple(images.shape[1:])}, expected 3x32x32")
-        out[f"{split}_images"] = images
+            out[f"{split}_images"] = torch.stack([decode(path) for path, _ in ds.samples])
         out[f"{split}_labels"] = torch.tensor(ds.targets, dtype=torch.int64)
     return out
 
@@ -222,29 +275,62 @@ def _checksum(t: torch.Tensor) -> int:
     return zlib.crc32(t.contiguous().numpy().view(np.uint8).data)
 
 
+def _check_splits(tensors: dict[str, torch.Tensor], source: Path, expect_full: bool) -> None:
+    """Refuse a copy without every class in both splits or, when ``expect_full``, without all of CIFAR-10."""
+    sizes = {split: len(tensors[f"{split}_labels"]) for split in FULL_SIZES}
+    classes = min(tensors[f"{split}_labels"].unique().numel() for split in FULL_SIZES)
+    if classes < len(CIFAR10_CLASSES) or (expect_full and sizes != FULL_SIZES):
+        raise DataError(f"{source} looks incomplete: {sizes['train']:,} training and {sizes['test']:,} test images "
+                        f"of {classes} classes, where CIFAR-10 has 50,000 and 10,000 of 10; extract it there again "
+                        "(a partial extraction is the usual cause)"
+                        + ("; expect_full=False loads a deliberately small copy" if expect_full else ""))
+
+
+def _source_key(source: Path, fmt: str) -> str:
+    """A hash of the format, the cache-format version and the source's file list (relative name, size, mtime of
+    the files in ``cifar-10-batches-py``, of every file under an image folder's train/ and test/): a file added,
+    removed or replaced changes it. Costs a stat per file (about 0.2 s for 60,000), and opens none."""
+    folders = [source] if fmt == "batches-py" else [source / "train", source / "test"]
+    rows, start = [], len(str(source)) + 1
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir() and fmt == "image-folder":
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    stat = entry.stat()
+                    rows.append((entry.path[start:], stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha1(repr((fmt, _CACHE_FORMAT, sorted(rows))).encode()).hexdigest()
+
+
 def tensor_cache_path(source: Path, fmt: str) -> Path:
-    """Where the decoded tensors of one CIFAR-10 copy are cached (one file per source)."""
+    """Where the decoded tensors of one CIFAR-10 copy are cached (one file per source, rebuilt when its files
+    change: see ``_source_key``)."""
     key = hashlib.sha1(f"{source.resolve()}|{fmt}|{_CACHE_FORMAT}".encode()).hexdigest()[:16]
     return cache_dir() / "tensors" / f"cifar10-{fmt}-{key}.pt"
 
 
-def _load_cached(source: Path, fmt: str, verbose: bool = True) -> CifarData:
-    path = tensor_cache_path(source, fmt)
-    tensors = _read_tensor_cache(path)
+def _load_cached(source: Path, fmt: str, verbose: bool = True, expect_full: bool = True) -> CifarData:
+    path, key = tensor_cache_path(source, fmt), _source_key(source, fmt)
+    tensors = _read_tensor_cache(path, key)
     if tensors is None:
         if verbose:
-            print(f"Decoding CIFAR-10 from {source} (first time only; cached at {path})")
+            print(f"Decoding CIFAR-10 from {source} (first time, or its files changed; cached at {path})")
         tensors = _read_batches_py(source) if fmt == "batches-py" else _read_image_folder(source)
-        _write_tensor_cache(path, tensors)
+        _write_tensor_cache(path, tensors, key)
+    _check_splits(tensors, source, expect_full)
     return CifarData(**tensors, source=f"{fmt}:{source}")
 
 
-def _read_tensor_cache(path: Path) -> dict[str, torch.Tensor] | None:
-    """The cached tensors, or None when the file is missing, truncated or fails its checksums."""
+def _read_tensor_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached tensors, or None when the file is missing, of another ``_source_key`` (the source changed),
+    truncated or fails its checksums."""
     if not path.is_file():
         return None
     try:
         blob = torch.load(path, weights_only=True)
+        if blob.get("key") != key:
+            return None
         tensors, sums = blob["tensors"], blob["crc32"]
         if blob["format"] != _CACHE_FORMAT or any(_checksum(tensors[k]) != sums[k] for k in sums):
             raise ValueError("checksum mismatch")
@@ -254,8 +340,9 @@ def _read_tensor_cache(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
-def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    blob = {"format": _CACHE_FORMAT, "tensors": tensors, "crc32": {k: _checksum(v) for k, v in tensors.items()}}
+def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
+    blob = {"format": _CACHE_FORMAT, "key": key, "tensors": tensors,
+            "crc32": {k: _checksum(v) for k, v in tensors.items()}}
     atomic_torch_save(blob, path)
 
 

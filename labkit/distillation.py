@@ -1,17 +1,20 @@
-"""The distillation math the course teaches: soft targets, KL divergence and Hinton's loss.
+"""The distillation math the course teaches: soft targets, entropy, KL divergence and Hinton's loss.
 
-``soft_targets`` is introduced in 00_start_here and 02_temperature, ``kl_divergence`` in 03_kl_divergence,
-``distillation_loss`` in 03_kl_divergence and used for every student from 05_distill_student on.
+``soft_targets`` is introduced in 00_start_here and 02_temperature, ``entropy`` in 01_dark_knowledge,
+``kl_divergence`` and ``kl_at_temperature`` in 03_kl_divergence, ``distillation_loss`` in 03_kl_divergence and
+used for every student from 05_distill_student on.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from labkit.validate import check_alpha, check_labels, check_logits, check_same_shape, check_temperature
+from labkit.validate import (check_alpha, check_distributions, check_labels, check_logits, check_same_shape,
+                             check_temperature, warn_if_probabilities)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -35,8 +38,9 @@ def soft_targets(logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
 def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) = sum_i p_i log(p_i / q_i), written from the formula (introduced in 03_kl_divergence).
 
-    ``p`` and ``q`` are probability distributions over the last dimension. A 1-D input is one distribution;
-    for a batch the per-row divergences are averaged over the first dimension (PyTorch's "batchmean").
+    ``p`` and ``q`` are probability distributions over the last dimension (rows that do not sum to 1 are a
+    ValueError). A 1-D input is one distribution; for a batch the per-row divergences are averaged over the
+    first dimension (PyTorch's "batchmean").
     Terms with p_i = 0 count as 0 (0 log 0 = 0); a q_i = 0 where p_i > 0 gives +inf, as the math says.
     """
     if not isinstance(p, torch.Tensor) or not isinstance(q, torch.Tensor):
@@ -44,8 +48,8 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     check_same_shape(p, q, ("p", "q"))
     if p.dim() == 0 or p.numel() == 0:
         raise ValueError(f"p and q must be non-empty distributions, got shape {tuple(p.shape)}")
-    if not ((p >= 0).all() and (q >= 0).all()):  # also rejects NaN, which the support mask would silently drop
-        raise ValueError("p and q must be probabilities (no negative or NaN entries)")
+    check_distributions(p, "p")  # NaN would be silently dropped by the support mask below
+    check_distributions(q, "q")
     support = p > 0
     # Substitute 1 outside p's support so that neither the value nor the gradient sees log(0) there.
     p_safe = torch.where(support, p, torch.ones_like(p))
@@ -53,6 +57,49 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     terms = torch.where(support, p_safe * (torch.log(p_safe) - torch.log(q_safe)), torch.zeros_like(p))
     per_row = terms.sum(dim=-1)
     return per_row if per_row.dim() == 0 else per_row.sum() / p.shape[0]
+
+
+def entropy(p: torch.Tensor, base: float = 2.0) -> torch.Tensor:
+    """Shannon entropy ``-sum p log p`` of each distribution over the last dimension (introduced in 01_dark_knowledge).
+
+    In bits by default (``base=math.e`` gives nats): 0 for one-hot, log2(classes) for uniform; 0 log 0 counts as 0.
+    """
+    if not isinstance(p, torch.Tensor) or p.dim() == 0 or p.shape[-1] == 0:
+        raise ValueError("p must be a tensor of probabilities with a non-empty class dimension")
+    check_distributions(p, "p")
+    p_safe = torch.where(p > 0, p, torch.ones_like(p))  # 1 log 1 = 0: the value and the gradient avoid log(0)
+    return -(p_safe * torch.log(p_safe)).sum(dim=-1) / math.log(base)
+
+
+def _check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits", masked_ok=True)
+    check_same_shape(student_logits, teacher_logits, ("student_logits", "teacher_logits"))
+    warn_if_probabilities(student_logits=student_logits, teacher_logits=teacher_logits)
+
+
+def _kl_at_temperature(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    dtype = _compute_dtype(student_logits)
+    # Autocast would run log_softmax in half precision; the loss is cheap, so always do it in float32+.
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        log_p = F.log_softmax(teacher_logits.to(dtype) / T, dim=1)
+        log_q = F.log_softmax(student_logits.to(dtype) / T, dim=1)
+        # A masked teacher class (logit -inf) has p = 0 and adds 0 (0 log 0 = 0), where 0 * -inf would be NaN.
+        terms = log_p.exp() * (log_p.masked_fill(log_p == -math.inf, 0.0) - log_q)
+        return terms.sum() / len(student_logits)
+
+
+def kl_at_temperature(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """KL(soft_targets(teacher, T) || soft_targets(student, T)) from logits, averaged over the batch.
+
+    Introduced in 03_kl_divergence: the soft term of :func:`distillation_loss` without its weight ``alpha * T**2``,
+    equal to ``F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean",
+    log_target=True)``. Computed in float32 log-space even under autocast; a teacher logit of -inf masks its
+    class (probability 0). Gradients flow to both arguments.
+    """
+    T = check_temperature(T)
+    _check_logit_pair(student_logits, teacher_logits)
+    return _kl_at_temperature(student_logits, teacher_logits, T)
 
 
 class DistillationLoss(NamedTuple):
@@ -72,23 +119,15 @@ def distillation_loss_parts(
 ) -> DistillationLoss:
     """Hinton et al.'s loss with its parts; see :func:`distillation_loss` (introduced in 03_kl_divergence)."""
     T, alpha = check_temperature(T), check_alpha(alpha)
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
-    check_same_shape(student_logits, teacher_logits, ("student_logits", "teacher_logits"))
+    _check_logit_pair(student_logits, teacher_logits)
     batch_size, num_classes = student_logits.shape
     check_labels(labels, batch_size, num_classes)
 
-    dtype = _compute_dtype(student_logits)
-    # Autocast would run log_softmax in half precision; the loss is cheap, so always do it in float32+.
+    kl = _kl_at_temperature(student_logits, teacher_logits.detach(), T)
     with torch.autocast(device_type=student_logits.device.type, enabled=False):
-        student = student_logits.to(dtype)
-        teacher = teacher_logits.detach().to(dtype)
-        log_p_teacher = F.log_softmax(teacher / T, dim=1)
-        log_q_student = F.log_softmax(student / T, dim=1)
-        kl = (log_p_teacher.exp() * (log_p_teacher - log_q_student)).sum() / batch_size
-        ce = F.cross_entropy(student, labels.long())
-        soft = alpha * T**2 * kl
-        hard = (1.0 - alpha) * ce
+        ce = F.cross_entropy(student_logits.to(_compute_dtype(student_logits)), labels.long())
+    soft = alpha * T**2 * kl
+    hard = (1.0 - alpha) * ce
     return DistillationLoss(soft + hard, soft, hard)
 
 
@@ -104,6 +143,8 @@ def distillation_loss(
     Introduced in 03_kl_divergence. KL is averaged over the batch ("batchmean"); ``alpha`` weights the
     teacher's soft term; the T**2 factor keeps the soft term's gradients the same size as T changes
     (they shrink like 1/T**2 otherwise). Takes logits, never models, so any teacher can be swapped in; the
-    teacher logits are detached. Computed in float32 log-space even under autocast.
+    teacher logits are detached. Computed in float32 log-space even under autocast. A teacher logit of -inf masks
+    its class (probability 0, adding nothing to the KL); NaN or +inf logits, or -inf student logits, are a
+    ValueError. Probabilities passed as logits give a :class:`~labkit.validate.LooksLikeProbabilitiesWarning`.
     """
     return distillation_loss_parts(student_logits, teacher_logits, labels, T, alpha).total

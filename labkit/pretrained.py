@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -55,7 +56,11 @@ def save_weights(model: nn.Module, path: str | Path, half: bool = True) -> str:
 
 
 def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
-    """Load safetensors weights into ``model`` (after checking ``sha256`` when given); returns the model."""
+    """Load safetensors weights into ``model`` (after checking ``sha256`` when given); returns the model.
+
+    Introduced in 04_cifar_teacher. A damaged file, or one whose tensors do not fit ``model`` (missing,
+    unexpected or differently shaped), is a :class:`WeightsError` that names the file and the tensors.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing; reinstall labkit or retrain with the labkit CLI")
@@ -64,10 +69,28 @@ def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) 
         if actual != sha256:
             raise WeightsError(f"weights file {path} is damaged or altered: sha256 {actual}, expected {sha256}. "
                                "Reinstall labkit (e.g. `git checkout -- labkit/weights`) to restore it.")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except SafetensorError as err:
+        raise WeightsError(f"weights file {path} is not a complete safetensors file ({err}): it is empty, truncated "
+                           "or damaged; save it again with save_weights, or reinstall labkit") from None
     reference = model.state_dict()
+    named = {"missing": reference.keys() - state.keys(), "unexpected": state.keys() - reference.keys()}
+    problems = [f"{what}: {_listed(sorted(keys))}" for what, keys in named.items() if keys]
+    shapes = [f"{k} is {tuple(v.shape)} in the file, {tuple(reference[k].shape)} in the model"
+              for k, v in sorted(state.items()) if k in reference and v.shape != reference[k].shape]
+    problems += [_listed(shapes, "; ")] if shapes else []
+    if problems:
+        raise WeightsError(f"weights file {path} does not fit {type(model).__name__} ({'; '.join(problems)}): "
+                           "load it into the architecture it was saved from")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model
+
+
+def _listed(items: list[str], sep: str = ", ", at_most: int = 5) -> str:
+    # A whole wrong architecture mismatches hundreds of tensors: name a few, count the rest.
+    rest = f" and {len(items) - at_most} more" if len(items) > at_most else ""
+    return sep.join(items[:at_most]) + rest
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu") -> nn.Module:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 T_ = TypeVar("T_")
 
@@ -29,3 +32,40 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "labkit"
+
+
+DEVICE_ENV = "LABKIT_DEVICE"
+
+
+def device() -> torch.device:
+    """Where labkit computes: ``$LABKIT_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else a CUDA GPU,
+    else Apple's MPS, else the CPU (introduced in 00_start_here).
+
+    Every training, distillation, evaluation and timing function uses it as its default device, so a notebook
+    runs on a GPU when the machine has one and nothing in it needs changing.
+    """
+    import torch
+
+    wanted = os.environ.get(DEVICE_ENV, "").strip()
+    if wanted:
+        try:
+            chosen = torch.device(wanted)
+        except RuntimeError as err:
+            raise ValueError(f"{DEVICE_ENV}={wanted!r} is not a device name; use cpu, cuda, cuda:N or mps") from err
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"{DEVICE_ENV}={wanted!r} asks for CUDA, which this PyTorch cannot use here; "
+                             f"unset {DEVICE_ENV} or set it to cpu")
+        if chosen.type == "mps" and not _mps_available():
+            raise ValueError(f"{DEVICE_ENV}={wanted!r} asks for Apple MPS, which is not available here; "
+                             f"unset {DEVICE_ENV} or set it to cpu")
+        return chosen
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps") if _mps_available() else torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())

@@ -19,46 +19,58 @@ from torch import nn
 
 from labkit import models
 from labkit.pretrained import save_weights
+from labkit.settings import device as default_device
 
 
-def _prepared(model: nn.Module, channels_last: bool) -> nn.Module:
-    clone = copy.deepcopy(model).eval()
+def _prepared(model: nn.Module, channels_last: bool, device: torch.device) -> nn.Module:
+    clone = copy.deepcopy(model).eval().to(device)
     return clone.to(memory_format=torch.channels_last) if channels_last else clone
 
 
+def _finish(device: torch.device) -> None:
+    # GPU kernels run asynchronously: a timing must wait for them to end.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_calls(model: nn.Module, batch_size: int, repeats: int, warmup: int = 3, channels_last: bool = True,
-               image_size: tuple[int, int, int] = (3, 32, 32)) -> list[float]:
+               image_size: tuple[int, int, int] = (3, 32, 32), device: torch.device | str | None = None) -> list[float]:
     """Seconds taken by each of ``repeats`` forward passes of one batch of ``batch_size`` random images.
 
     ``warmup`` untimed passes come first. Inputs are float images in [0, 1], like the course's loaders give.
+    ``device`` defaults to :func:`labkit.device`.
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 1, repeats >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
-    net = _prepared(model, channels_last)
-    x = torch.rand(batch_size, *image_size, generator=torch.Generator().manual_seed(0))
+    device = torch.device(device) if device is not None else default_device()
+    net = _prepared(model, channels_last, device)
+    x = torch.rand(batch_size, *image_size, generator=torch.Generator().manual_seed(0)).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
             net(x)
+        _finish(device)
         for _ in range(repeats):
             started = time.perf_counter()
             net(x)
+            _finish(device)
             times.append(time.perf_counter() - started)
     return times
 
 
 def latency_ms(model: nn.Module, batch_size: int = 1, repeats: int = 200, warmup: int = 20,
-               channels_last: bool = True) -> float:
+               channels_last: bool = True, device: torch.device | str | None = None) -> float:
     """Median milliseconds of one forward pass on a batch of ``batch_size`` (default 1: one image at a time)."""
-    return 1000 * statistics.median(time_calls(model, batch_size, repeats, warmup, channels_last))
+    return 1000 * statistics.median(time_calls(model, batch_size, repeats, warmup, channels_last, device=device))
 
 
 def throughput(model: nn.Module, batch_size: int = 256, repeats: int = 20, warmup: int = 3,
-               channels_last: bool = True) -> float:
+               channels_last: bool = True, device: torch.device | str | None = None) -> float:
     """Images per second in batches of ``batch_size``: the batch size over the median time of one batch."""
-    return batch_size / statistics.median(time_calls(model, batch_size, repeats, warmup, channels_last))
+    return batch_size / statistics.median(time_calls(model, batch_size, repeats, warmup, channels_last,
+                                                     device=device))
 
 
 def weights_file_bytes(model: nn.Module, half: bool = True) -> int:
@@ -74,8 +86,9 @@ def size_and_speed(model: nn.Module, *, latency_repeats: int = 200, throughput_r
                    throughput_batch: int = 256, warmup: int = 10) -> dict:
     """One row of a size-and-speed table: parameters, FLOPs, file size, latency, throughput, threads.
 
-    ``latency_ms`` is for one image (batch 1); ``images_per_s`` for batches of ``throughput_batch``. The CPU
-    threads in use are recorded too (``torch.get_num_threads()``): timings mean little without them.
+    ``latency_ms`` is for one image (batch 1); ``images_per_s`` for batches of ``throughput_batch``, both on
+    :func:`labkit.device`. The device and the CPU threads in use are recorded too (``torch.get_num_threads()``):
+    timings mean little without them.
     """
     return {
         "params": models.count_parameters(model),
@@ -85,4 +98,5 @@ def size_and_speed(model: nn.Module, *, latency_repeats: int = 200, throughput_r
         "images_per_s": round(throughput(model, throughput_batch, throughput_repeats, max(1, warmup // 3)), 1),
         "throughput_batch": throughput_batch,
         "threads": torch.get_num_threads(),
+        "device": str(default_device()),
     }

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from labkit.data import ImageSubset, atomic_torch_save
-from labkit.evaluate import EVAL_BATCH
+from labkit.data import ImageSubset, _read_tensor_cache, _write_tensor_cache
+from labkit.evaluate import EVAL_BATCH, eval_mode
 from labkit.loader import AugmentedView, to_float
 from labkit.settings import cache_dir
 
@@ -59,28 +59,25 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
     """The teacher's logits for each image of each view (uint8 images or :class:`AugmentedView`), as K x N x C.
 
     Cached on disk under labkit's cache folder, keyed by the teacher's weights and the views' contents, so
-    every later student run (other seeds, T, alpha) reuses them.
+    every later student run (other seeds, T, alpha) reuses them. The file is checksummed like the data cache:
+    a damaged one is reported and rebuilt, never used.
     """
-    key = hashlib.sha256(fingerprint(teacher).encode())
+    h = hashlib.sha256(fingerprint(teacher).encode())
     for v in views:
-        key.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
-    path = cache_dir() / "teacher_logits" / f"{key.hexdigest()[:24]}.pt"
-    if use_cache and path.is_file():
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # a damaged cache is recomputed, never used
-            path.unlink(missing_ok=True)
-    was_training = teacher.training
-    teacher.eval()
+        h.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
+    key = h.hexdigest()
+    path = cache_dir() / "teacher_logits" / f"{key[:24]}.pt"
+    cached = _read_tensor_cache(path, key) if use_cache else None
+    if cached is not None:
+        return cached["logits"]
     chunks = [(k, s) for k in range(len(views)) for s in range(0, len(views[k]), batch_size)]
     out = [[] for _ in views]
     device = next(teacher.parameters()).device  # a GPU under `accelerate launch` (docs/scaling.md)
-    with torch.no_grad():
+    with eval_mode(teacher), torch.no_grad():
         for k, s in tqdm(chunks, desc="teacher logits", disable=not progress, leave=False):
             x = to_float(views[k][s:s + batch_size].to(device), channels_last=True)
             out[k].append(teacher(x).float().cpu())
-    teacher.train(was_training)
     logits = torch.stack([torch.cat(o) for o in out])
     if use_cache:
-        atomic_torch_save(logits, path)
+        _write_tensor_cache(path, {"logits": logits}, key)
     return logits

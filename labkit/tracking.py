@@ -16,9 +16,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
-
-Callback = Callable[[dict], None]
+from typing import Any
 
 
 def _require(module: str, extra: str, user: str) -> ModuleType:

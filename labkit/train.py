@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,14 +20,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit.data import CifarData, atomic_torch_save
-from labkit.distillation import distillation_loss_parts
+from labkit.distillation import distillation_loss_parts, kl_at_temperature
 from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits
 from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, Batch, Loader, make_views
 from labkit.models import CifarNet, init_whitening
-from labkit.teacher import FrozenTeacher, teacher_logits_for_views
-from labkit.validate import check_alpha, check_temperature
+from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+from labkit.validate import NonFiniteLogitsError, check_alpha, check_temperature
 
 
 @dataclass
@@ -58,8 +59,28 @@ class TrainConfig:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
 
 
-class NonFiniteLossError(FloatingPointError):
+class TrainingDivergedError(FloatingPointError):
+    """Training blew up; the message names where and what to do (04_cifar_teacher)."""
+
+
+class NonFiniteLossError(TrainingDivergedError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class NonFiniteWeightsError(TrainingDivergedError):
+    """A parameter or buffer (e.g. a BatchNorm running variance) became NaN or infinite; the message names it."""
+
+
+class NoTrainingStepsError(ValueError):
+    """The training set holds no full batch, so not one step would be taken."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed: unreadable, or written with other settings (the message names them)."""
+
+
+class ChanceLevelWarning(UserWarning):
+    """After a whole epoch the model still predicts like a coin toss: the learning rate is likely far too high."""
 
 
 def lr_schedule(total_steps: int, config: TrainConfig) -> torch.Tensor:
@@ -103,12 +124,13 @@ LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str
 
 
 def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig, *,
-         evaluate_epoch: Callable[[nn.Module], dict], out: str | Path | None, resume: bool, progress: bool,
-         desc: str, on_step: Callable[[int], None] | None, parallel: SingleProcess,
-         callbacks: Sequence[Callable[[dict], None]]) -> History:
+         evaluate_epoch: Callable[[nn.Module], dict], run: dict, out: str | Path | None, resume: bool,
+         progress: bool, desc: str, on_step: Callable[[int], None] | None, parallel: SingleProcess,
+         callbacks: Sequence[Callable[[dict], None]], chance_check: bool = True) -> History:
     """The loop shared by :func:`train` and :func:`distill`: schedule, averaging, checkpoints, history.
 
     ``model`` itself is averaged, evaluated and saved; ``parallel`` may wrap it for training (docs/scaling.md).
+    ``run`` holds every setting of the run; a checkpoint written with other settings is refused on resume.
     ``callbacks`` (e.g. :mod:`labkit.tracking`'s loggers) get each finished epoch's row on the main process.
     """
     torch.manual_seed(config.seed)
@@ -122,7 +144,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
     history, average, step, start_epoch = History(), None, 0, 0
     checkpoint = Path(out) / "checkpoint.pt" if out else None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = _read_checkpoint(checkpoint, run)
         model.load_state_dict(state["model"])  # both loads copy onto the model's device
         optimizer.load_state_dict(state["optimizer"])
         history, step, start_epoch = History(state["history"]), state["step"], state["epoch"]
@@ -138,7 +160,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             model.stem.bias.requires_grad_(epoch < config.whiten_bias_epochs)
         loader.epoch = epoch
         trained.train()
-        started, sums = time.perf_counter(), {"seen": 0.0}
+        started, sums = time.perf_counter(), {"seen": 0.0, "label_ce": 0.0}
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not (progress and parallel.is_main_process))
         for batch in bar:
@@ -148,7 +170,12 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
                 group["lr"] = base * schedule[step].item()
             batch = parallel.shard(batch)
             with parallel.autocast():
-                loss, logits, parts = loss_fn(trained, batch)
+                try:
+                    loss, logits, parts = loss_fn(trained, batch)
+                except NonFiniteLogitsError as err:  # a diverged student: reported like a non-finite loss
+                    raise NonFiniteLossError(f"{err} (epoch {epoch + 1}, step {step + 1}, lr "
+                                             f"{optimizer.param_groups[1]['lr']:.3g}); lower the learning rate "
+                                             "or check the inputs") from err
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
                                          f"(lr {optimizer.param_groups[1]['lr']:.3g}); lower the learning rate "
@@ -166,6 +193,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             n = len(batch.labels)
             sums["seen"] += n
             sums["train_acc"] = sums.get("train_acc", 0.0) + (logits.argmax(1) == batch.labels).sum().item()
+            sums["label_ce"] += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()  # losses are sums over the batch
             bar.set_postfix(loss=f"{loss.item() / n:.3f}")
@@ -173,10 +201,13 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
                 on_step(step)
         if average is not None:
             average.update(model, 1.0)
+        _check_finite_state(model, epoch, optimizer.param_groups[1]["lr"])
         seconds = time.perf_counter() - started
         sums = parallel.total(sums)
-        seen = sums.pop("seen")
+        seen, label_ce = sums.pop("seen"), sums.pop("label_ce")
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        if chance_check and parallel.is_main_process:
+            _warn_at_chance(label_ce / max(seen, 1), row.get("train_acc", 0.0), logits.shape[1], epoch, config)
         row.update(evaluate_epoch(model))
         row.update(seconds=round(seconds, 2), images_per_s=round(seen / seconds, 1))
         history.append(row)
@@ -186,7 +217,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                "epoch": epoch + 1, "history": history.rows, "rng": torch.get_rng_state(),
                                "average": None if average is None else average.state,
-                               "config": _plain(config)}, checkpoint)
+                               "config": _plain(config), "run": run}, checkpoint)
             history.to_csv(Path(out) / "history.csv")
         if parallel.is_main_process:  # after the checkpoint, so that a failing logger cannot cost the epoch
             for callback in callbacks:
@@ -195,10 +226,72 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
     return history
 
 
+def _read_checkpoint(path: Path, run: dict) -> dict:
+    """The checkpoint's contents, after checking that it was written by a run with the settings ``run``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = state.get("run", state["config"])  # checkpoints from before labkit kept the run's settings
+    except Exception as err:
+        raise ResumeError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to train "
+                          "from scratch, or pass another out=") from None
+    differ = sorted(k for k in run if k in saved and saved[k] != run[k])
+    if differ:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {run[k]!r} now" for k in differ)
+        raise ResumeError(f"the checkpoint {path} was written with other settings ({changes}); resume with the "
+                          "checkpoint's settings, or pass another out= for a new run")
+    return state
+
+
+def _check_finite_state(model: nn.Module, epoch: int, lr: float) -> None:
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise NonFiniteWeightsError(f"after epoch {epoch + 1} these tensors hold NaN or inf values: {shown} "
+                                    f"(lr {lr:.3g}); lower the learning rate")
+
+
+def _warn_at_chance(label_ce: float, train_acc: float, num_classes: int, epoch: int, config: TrainConfig) -> None:
+    # A model that predicts the uniform distribution scores ln C, whatever it is shown; a fresh one comes close in
+    # its first epoch, so only later epochs are judged.
+    if epoch > 0 and abs(label_ce - math.log(num_classes)) < 5e-4 and train_acc < 1.5 / num_classes:
+        warnings.warn(f"after epoch {epoch + 1} the training cross-entropy is {label_ce:.4f}, chance level "
+                      f"(ln {num_classes} = {math.log(num_classes):.4f}), and the training accuracy "
+                      f"{train_acc:.1%}: the model predicts the uniform distribution. The learning rate "
+                      f"({config.lr:g} per 1024 examples) is probably far too high.", ChanceLevelWarning, stacklevel=3)
+
+
 def _plain(config: TrainConfig) -> dict:
     d = asdict(config)
     d["augment"] = asdict(config.augment)
     return d
+
+
+def prepare_for_training(model: nn.Module, data: CifarData, config: TrainConfig,
+                         out: str | Path | None) -> SingleProcess:
+    """Checks and set-up every training run needs, in one place; returns how the run is spread over processes.
+
+    Introduced in 04_cifar_teacher. Fails before any work when ``out`` is a file or when the training set holds
+    no full batch; a whitened model (the teacher's architecture) gets its whitening stem initialised from the
+    data, deterministically, and its process group is told that the stem's bias stops training mid-run.
+    """
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise NotADirectoryError(f"out={str(out)!r} is a file; pass a folder for the checkpoint and history.csv")
+    n = len(data.train_labels)
+    if n < config.batch_size:
+        raise NoTrainingStepsError(f"{n} training images make no full batch of {config.batch_size} (the last, "
+                                   f"incomplete batch is dropped), so nothing would train; pass batch_size <= {n}")
+    whitened = isinstance(model, CifarNet) and model.whiten
+    parallel = processes(find_unused_parameters=whitened)
+    if whitened:  # deterministic; a resumed run then loads its weights
+        init_whitening(model, data.train_images[:5000].float() / 255)
+    return parallel
+
+
+def _evaluation(data: CifarData) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The split watched every epoch, and its column prefix: validation when ``data`` holds one, else test."""
+    if data.val_images is not None:
+        return "val", data.val_images, data.val_labels
+    return "test", data.test_images, data.test_labels
 
 
 def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, config: TrainConfig | None = None,
@@ -208,19 +301,19 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
     """Supervised training on ``data.train_*`` with the course recipe; returns the per-epoch :class:`History`.
 
     Introduced in 04_cifar_teacher. ``epochs`` and keyword ``overrides`` replace fields of ``config``
-    (a :class:`TrainConfig`). With ``out`` a checkpoint is written atomically after every epoch, and
-    ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed; ``history.csv`` is
-    written there too (CSV is the default tracker). ``callbacks`` are called with each epoch's row on the main
-    process, e.g. :class:`labkit.tracking.TensorBoardLogger` (05_distill_student). Under
+    (a :class:`TrainConfig`). Every epoch is evaluated on ``data``'s validation split when it has one (columns
+    ``val_*``), else on its test split (``test_*``). With ``out`` a checkpoint is written atomically after every
+    epoch, and ``resume=True`` continues from it, reproducing the uninterrupted run for the same seed (a
+    checkpoint written with other settings is refused); ``history.csv`` is written there too (CSV is the
+    default tracker). ``callbacks`` are called with each epoch's row on the main process, e.g.
+    :class:`labkit.tracking.TensorBoardLogger` (05_distill_student). It runs on :func:`labkit.device`, and under
     ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md).
     """
     config = _configure(config, epochs, overrides)
-    whitened = isinstance(model, CifarNet) and model.whiten
-    parallel = processes(find_unused_parameters=whitened)  # the whitening bias stops training mid-run
-    if whitened:  # deterministic; a resumed run then loads its weights
-        init_whitening(model, data.train_images[:5000].float() / 255)
-    loader = Loader(data.train_images, data.train_labels, config.batch_size, augment=config.augment,
-                    drop_last=True, seed=config.seed, channels_last=config.channels_last)
+    parallel = prepare_for_training(model, data, config, out)
+    loader = Loader(parallel.place(data.train_images), parallel.place(data.train_labels), config.batch_size,
+                    augment=config.augment, drop_last=True, seed=config.seed, channels_last=config.channels_last)
+    split, eval_images, eval_labels = _evaluation(data)
 
     def loss_fn(m: nn.Module, batch: Batch):
         logits = m(batch.images)
@@ -228,11 +321,12 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
         return loss, logits.detach(), {}
 
     def evaluate_epoch(m: nn.Module) -> dict:
-        logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
-        return {"test_acc": accuracy(logits, data.test_labels)}
+        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last)
+        return {f"{split}_acc": accuracy(logits, eval_labels)}
 
-    return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
-                progress=progress, desc="train", on_step=on_step, parallel=parallel, callbacks=callbacks)
+    return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run={"kind": "train", **_plain(config)},
+                out=out, resume=resume, progress=progress, desc="train", on_step=on_step, parallel=parallel,
+                callbacks=callbacks)
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 2.0, alpha: float = 0.5,
@@ -249,8 +343,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     run's ``seed``); fixing it lets runs with different seeds (batch orders) share the cached logits.
     ``teacher_views=0`` is online distillation: teacher
     and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
-    and the test-set teacher-student agreement and KL at temperature T. ``out``, ``resume`` and ``callbacks``
-    are :func:`train`'s; :mod:`labkit.tracking` has loggers for TensorBoard and Weights & Biases.
+    and the teacher-student agreement and KL at temperature T on the evaluation split (``val_*`` when ``data``
+    holds a validation split, else ``test_*``). ``out``, ``resume`` and ``callbacks`` are :func:`train`'s;
+    :mod:`labkit.tracking` has loggers for TensorBoard and Weights & Biases.
 
     Two hooks serve 08_beyond_logits. ``mix(images, generator)`` replaces every online batch by a mixed one
     that teacher and student both see (function matching); the labels no longer describe mixed images, so it
@@ -264,25 +359,27 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     if mix is not None and (teacher_views > 0 or alpha < 1):
         raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
                          f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
-    parallel = processes()
+    config = _configure(config, epochs, overrides)
+    parallel = prepare_for_training(student, data, config, out)
     progress = progress and parallel.is_main_process
     if mix is not None and parallel.num_processes > 1:
         raise ValueError("mixed batches (function matching) run in one process only: each process would draw "
                          "mixing partners from its own slice of the batch")
-    config = _configure(config, epochs, overrides)
+    views_seed = config.seed if views_seed is None else views_seed
+    split, eval_images, eval_labels = _evaluation(data)
     frozen = parallel.place(teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher))
     with parallel.main_process_first():  # one process per machine fills the logit cache, the others read it
-        test_teacher = teacher_logits_for_views(frozen, [data.test_images], progress=progress)[0]
+        eval_teacher = teacher_logits_for_views(frozen, [eval_images], progress=progress)[0]
         if teacher_views > 0:
-            views = make_views(data.train_images, config.augment, teacher_views,
-                               seed=config.seed if views_seed is None else views_seed)
+            views = make_views(data.train_images, config.augment, teacher_views, seed=views_seed)
             cached = parallel.place(teacher_logits_for_views(frozen, views, progress=progress))
+    labels = parallel.place(data.train_labels)
     if teacher_views > 0:
-        loader = Loader(views, data.train_labels, config.batch_size, drop_last=True, seed=config.seed,
-                        channels_last=config.channels_last)
+        loader = Loader([parallel.place(v) for v in views], labels, config.batch_size, drop_last=True,
+                        seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: cached[batch.view][batch.index]
     else:
-        loader = Loader(data.train_images, data.train_labels, config.batch_size, augment=config.augment,
+        loader = Loader(parallel.place(data.train_images), labels, config.batch_size, augment=config.augment,
                         drop_last=True, seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: frozen(batch.images)
 
@@ -308,15 +405,16 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         return total * n, logits.detach(), found
 
     def evaluate_epoch(m: nn.Module) -> dict:
-        logits = predict_logits(m, data.test_images, tta=config.eval_tta, channels_last=config.channels_last)
-        kl = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(test_teacher / T, 1), reduction="batchmean",
-                      log_target=True)
-        return {"test_acc": accuracy(logits, data.test_labels), "agreement": agreement(logits, test_teacher),
-                "test_kl": kl.item()}
+        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last)
+        return {f"{split}_acc": accuracy(logits, eval_labels), f"{split}_agreement": agreement(logits, eval_teacher),
+                f"{split}_kl": kl_at_temperature(logits, eval_teacher, T).item()}
 
-    return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, out=out, resume=resume,
+    run = {"kind": "distill", **_plain(config), "T": T, "alpha": alpha, "teacher_views": teacher_views,
+           "views_seed": views_seed, "teacher": fingerprint(frozen)[:16],
+           "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None}
+    return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
-                callbacks=callbacks)
+                callbacks=callbacks, chance_check=mix is None)
 
 
 def _configure(config: TrainConfig | None, epochs: float | None, overrides: dict) -> TrainConfig:

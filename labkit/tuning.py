@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from labkit.data import CifarData
-from labkit.distillation import soft_targets
-from labkit.experiments import train_student, validation_data
-from labkit.teacher import FrozenTeacher, teacher_logits_for_views
+from labkit.distillation import entropy, soft_targets
+from labkit.protocol import Budget, prepare
+from labkit.teacher import teacher_logits_for_views
 
 
 def soft_target_profile(logits: torch.Tensor, Ts: Sequence[float]) -> dict[float, dict[str, float]]:
@@ -20,57 +20,50 @@ def soft_target_profile(logits: torch.Tensor, Ts: Sequence[float]) -> dict[float
     ``entropy_bits``: 0 for one-hot, log2(classes) for uniform. ``dark_mass``: the probability on all classes
     but the top one, the "dark knowledge" a student can learn from. ``top_prob``: the top class's probability.
     """
+
     profile = {}
     for T in Ts:
         p = soft_targets(logits, T)
-        entropy = -(p * torch.log2(p.clamp_min(1e-30))).sum(-1)
         top = p.max(-1).values
-        profile[float(T)] = {"entropy_bits": entropy.mean().item(), "dark_mass": (1 - top).mean().item(),
+        profile[float(T)] = {"entropy_bits": entropy(p).mean().item(), "dark_mass": (1 - top).mean().item(),
                              "top_prob": top.mean().item()}
     return profile
 
 
 def sweep_temperature_alpha(teacher: nn.Module, data: CifarData, *, Ts: Sequence[float] = (1, 2, 4, 8),
-                            alphas: Sequence[float] = (0.25, 0.5, 0.75, 0.95), student: str = "student_small",
-                            epochs: float = 3, seed: int = 0, teacher_views: int = 4, batch_size: int = 512,
-                            val_per_class: int = 500, train_per_class: int | None = None, data_seed: int = 0,
-                            progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
+                            alphas: Sequence[float] = (0.25, 0.5, 0.75, 0.95), seed: int = 0, epochs: float = 3,
+                            progress: bool = False, log: Callable[[str], None] | None = print, **budget) -> dict:
     """Final-epoch validation accuracy of one student per (T, alpha), plus the labels-only student (alpha = 0).
 
-    Every run starts from the same initial weights and sees the same batches (see
-    :func:`labkit.experiments.train_student`); the teacher's logits are computed once and cached. Only training
+    ``budget`` holds :class:`labkit.protocol.Budget` fields (student, teacher_views, batch_size, val_per_class,
+    train_per_class, data_seed). Every run starts from the same initial weights (``seed``) and sees the same
+    batches (see :mod:`labkit.protocol`); the teacher's logits are computed once and cached. Only training
     and validation images are used: the test split is not touched. Returns ``grid`` (``len(Ts) x len(alphas)``
     validation accuracies), ``scratch`` (alpha = 0), ``best``, every run's record, and the teacher's soft-target
     profile on the validation images.
     """
     if not Ts or not alphas or any(not 0 < a <= 1 for a in alphas):
         raise ValueError(f"need temperatures and alphas in (0, 1]; got Ts={Ts}, alphas={alphas}")
-    say = log or (lambda message: None)
-    if train_per_class is not None:
-        data = data.subset(train_per_class, None, seed=data_seed)
-    tune = validation_data(data, val_per_class, seed=data_seed)
-    frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
+    protocol = prepare(teacher, data, Budget(seeds=(seed,), epochs=epochs, **budget), progress=progress, log=log)
     started, runs = time.perf_counter(), []
     total = len(Ts) * len(alphas) + 1
 
     def run(T: float, alpha: float) -> dict:
-        say(f"[{len(runs) + 1}/{total}] T={T:g}, alpha={alpha:g}")
-        _, record = train_student(frozen, tune, student=student, seed=seed, T=T, alpha=alpha, epochs=epochs,
-                                  teacher_views=teacher_views, batch_size=batch_size, data_seed=data_seed,
-                                  progress=progress)
-        say(f"    validation accuracy {record['val_acc']:.4f} ({record['seconds']:.0f} s)")
+        protocol.say(f"[{len(runs) + 1}/{total}] T={T:g}, alpha={alpha:g}")
+        _, record = protocol.train(seed, T=T, alpha=alpha)
+        protocol.say(f"    validation accuracy {record['val_acc']:.4f} ({record['seconds']:.0f} s)")
         runs.append(record)
         return record
 
     scratch = run(float(Ts[0]), 0.0)
     grid = [[run(float(T), float(a))["val_acc"] for a in alphas] for T in Ts]
     i, j = max(((i, j) for i in range(len(Ts)) for j in range(len(alphas))), key=lambda ij: grid[ij[0]][ij[1]])
-    val_logits = teacher_logits_for_views(frozen, [tune.test_images], progress=False)[0]
+    val_logits = teacher_logits_for_views(protocol.teacher, [protocol.data.val_images], progress=False)[0]
+    settings = {k: v for k, v in protocol.settings(Ts=[float(T) for T in Ts], alphas=[float(a) for a in alphas],
+                                                   seed=seed).items()
+                if not k.startswith("test_")}  # the sweep never touches the test split
     return {
-        "settings": dict(Ts=[float(T) for T in Ts], alphas=[float(a) for a in alphas], student=student,
-                         epochs=epochs, seed=seed, teacher_views=teacher_views, batch_size=batch_size,
-                         val_per_class=val_per_class, train_per_class=train_per_class, data_seed=data_seed,
-                         train_images=len(tune.train_labels), val_images=len(tune.test_labels), data=data.source),
+        "settings": settings,
         "grid": grid,
         "scratch": scratch["val_acc"],
         "best": {"T": float(Ts[i]), "alpha": float(alphas[j]), "val_acc": grid[i][j]},

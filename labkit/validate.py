@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 
 import torch
 
@@ -23,8 +25,16 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
-def check_logits(logits: torch.Tensor, name: str = "logits") -> None:
-    """Raise unless ``logits`` is a non-empty 2-D (batch, classes) floating tensor."""
+class NonFiniteLogitsError(ValueError):
+    """Logits hold NaN or an infinity where none is allowed, usually from a diverged model (03_kl_divergence)."""
+
+
+def check_logits(logits: torch.Tensor, name: str = "logits", masked_ok: bool = False) -> None:
+    """Raise unless ``logits`` is a non-empty 2-D (batch, classes) floating tensor of finite values.
+
+    With ``masked_ok`` a logit may be -inf (a class masked out: probability 0) as long as every row keeps
+    at least one finite class. Non-finite values are a :class:`NonFiniteLogitsError`. Introduced in 03_kl_divergence.
+    """
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dim() != 2:
@@ -35,6 +45,18 @@ def check_logits(logits: torch.Tensor, name: str = "logits") -> None:
         raise ValueError(f"{name} needs at least 2 classes, got {logits.shape[1]}")
     if not logits.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor, got {logits.dtype}")
+    finite = torch.isfinite(logits)
+    allowed = finite | (logits == -math.inf) if masked_ok else finite
+    if not (allowed.all(1) & finite.any(1)).all():  # one check (one GPU sync) when all is well
+        found = [("NaN", logits.isnan()), ("+inf", logits.isposinf())]
+        found += [] if masked_ok else [("-inf", logits.isneginf())]
+        kinds = [kind for kind, bad in found if bad.any()]
+        if not kinds:
+            raise NonFiniteLogitsError(f"{name} has a row with every class at -inf: at least one class per image "
+                                       "must keep a finite logit")
+        raise NonFiniteLogitsError(f"{name} contains {' and '.join(kinds)}: logits must be finite numbers"
+                                   + (" (-inf only to mask a class)" if masked_ok else "")
+                                   + "; a diverged model (lower the learning rate) or a division by 0 can cause this")
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
@@ -54,3 +76,49 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> Non
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
+
+
+class LooksLikeProbabilitiesWarning(UserWarning):
+    """Logits whose every row lies in [0, 1] and sums to 1: probabilities were passed where raw logits belong."""
+
+
+def is_distribution(x: torch.Tensor) -> bool:
+    """True when every row (last dimension) of ``x`` lies in [0, 1] and sums to 1, up to the rounding of its dtype.
+
+    Introduced in 03_kl_divergence. The tolerance is 1e-3, or float16/bfloat16's own precision where coarser.
+    """
+    tol = max(1e-3, torch.finfo(x.dtype).eps)
+    x = x.detach().to(torch.promote_types(x.dtype, torch.float32))  # summed in float32 or wider: no added rounding
+    return bool((((x >= 0) & (x <= 1 + tol)).all(-1) & ((x.sum(-1) - 1).abs() <= tol)).all())
+
+
+def check_distributions(x: torch.Tensor, name: str) -> None:
+    """Raise unless every row of ``x`` is a probability distribution (introduced in 03_kl_divergence)."""
+    if not (x >= 0).all():  # also rejects NaN, which fails every comparison
+        raise ValueError(f"{name} must be probabilities (no negative or NaN entries)")
+    if not is_distribution(x):
+        sums = x.detach().sum(-1)
+        raise ValueError(f"the rows of {name} must sum to 1, got sums from {sums.min().item():.4g} to "
+                         f"{sums.max().item():.4g}: each row is one distribution over the classes, so take the softmax "
+                         "over the last dimension (torch.softmax(logits, dim=-1), or labkit.soft_targets)")
+
+
+def warn_if_probabilities(**logits: torch.Tensor) -> None:
+    """Warn once (:class:`LooksLikeProbabilitiesWarning`), naming the tensors whose rows look like probabilities.
+
+    Introduced in 03_kl_divergence: softmax applied twice flattens the distributions, so the loss comes out wrong
+    without any error.
+    """
+    names = [name for name, x in logits.items() if is_distribution(x)]
+    if names:
+        _warn_outside_labkit(f"{' and '.join(names)} look like probabilities (every row lies in [0, 1] and sums "
+                             "to 1): pass the raw logits, the model's output before any softmax; labkit applies "
+                             "softmax(logits / T) itself", LooksLikeProbabilitiesWarning)
+
+
+def _warn_outside_labkit(message: str, category: type[Warning]) -> None:
+    # Attribute the warning to the first caller outside labkit: the learner's line, however deep it was raised.
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("labkit."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -18,16 +18,11 @@ import torch
 from IPython.display import display
 from matplotlib.figure import Figure
 
-from labkit.distillation import soft_targets
+from labkit.distillation import entropy, soft_targets
 from labkit.toy import accuracy_on, fit, grid, grid_probabilities, mlp
 from labkit.validate import check_alpha, check_temperature
 
 T_MIN, T_MAX = 0.1, 20.0
-
-
-def entropy_bits(p: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy ``-sum p log2 p`` over the last dimension, in bits (0 log 0 counts as 0)."""
-    return -torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p)).sum(dim=-1)
 
 
 class TemperatureExplorer:
@@ -91,7 +86,7 @@ class TemperatureExplorer:
     def update(self) -> None:
         """Recompute the distribution and entropy for the current T and image, then redraw (called on every change)."""
         self.probabilities = soft_targets(self.logits[self.index], self.T)
-        self.entropy = float(entropy_bits(self.probabilities))
+        self.entropy = float(entropy(self.probabilities))
         top = int(self.probabilities.argmax())
         max_bits = math.log2(len(self.class_names))
         self.readout.value = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def tiny_cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def tiny_copy(tiny_cifar_folder: Path, tmp_path: Path) -> Path:
+    """A fresh copy of ``tiny_cifar_folder`` that the test may change (add, replace or damage images)."""
+    return Path(shutil.copytree(tiny_cifar_folder, tmp_path / "tiny-copy"))
+
+
 def _write_image(image: torch.Tensor, path: str) -> None:
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its image codecs (for TorchCodec)
         warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
@@ -49,10 +56,10 @@ def _write_image(image: torch.Tensor, path: str) -> None:
 
 @pytest.fixture(scope="session")
 def real_cifar_root() -> Path | None:
-    """The CIFAR-10 copy that ``LABKIT_DATA`` points at (CI extracts the JPEG copy there), else None."""
-    given = os.environ.get(DATA_ENV)
-    found = data._find_source(Path(given)) if given else None
-    return found[0] if found else None
+    """The CIFAR-10 copy ``load_cifar10`` finds when ``LABKIT_DATA`` is set (CI extracts the JPEG copy there),
+    else None: without it the tests use the tiny copy, whatever labkit's cache holds."""
+    found = data.find_cifar10() if os.environ.get(DATA_ENV) else None
+    return found.folder if found else None
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +71,7 @@ def cifar(real_cifar_root: Path | None, tiny_cifar_folder: Path,
         return data.load_cifar10(real_cifar_root, download=False, verbose=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
-        return data.load_cifar10(tiny_cifar_folder, download=False, verbose=False)
+        return data.load_cifar10(tiny_cifar_folder, download=False, verbose=False, expect_full=False)
 
 
 @pytest.fixture(scope="session")

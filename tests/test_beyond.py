@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from labkit import models
 from labkit.beyond import (FeatureTap, HintRegressor, distill_with_hints, feature_shape, function_matching,

@@ -254,6 +254,13 @@ def test_temperature_scaling(capsys, logits, labels):
     fails_with("still empty", checks.check_temperature_scaling, None, logits, labels)
 
 
+@pytest.mark.parametrize("bad", [0, 0.0, -1.0, math.inf, math.nan])
+def test_temperature_scaling_with_a_temperature_that_is_not_positive(logits, labels, bad):
+    answer = {bad: 0.1, **{T: expected_calibration_error(logits / T, labels) for T in (0.5, 1.0, 1.5)}}
+    fails_with(r"temperature .* must be a finite number > 0.*logits / T", checks.check_temperature_scaling,
+               answer, logits, labels)
+
+
 def test_confident_mistakes(capsys, logits, labels):
     confidence, pred = torch.softmax(logits, 1).max(1)
     wrong = (pred != labels).nonzero().flatten()

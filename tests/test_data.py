@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -11,7 +15,7 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10, ImageFolder
 from torchvision.datasets import utils as tv_utils
-from torchvision.io import decode_image
+from torchvision.io import decode_image, write_png
 
 from labkit import data, download
 from labkit.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CifarData, DataNotFoundError, ImageSubset,
@@ -66,7 +70,7 @@ def test_mean_and_std_constants_match_the_train_split(real_cifar):
 
 
 def test_image_folder_is_decoded_file_by_file_in_order(isolated_cache, tiny_cifar_folder):
-    loaded = load_cifar10(tiny_cifar_folder, download=False, verbose=False)
+    loaded = load_cifar10(tiny_cifar_folder, download=False, verbose=False, expect_full=False)
     for split in ("train", "test"):
         samples = ImageFolder(str(tiny_cifar_folder / split), loader=lambda p: p).samples
         expected = torch.stack([decode_image(path) for path, _ in samples])
@@ -77,7 +81,20 @@ def test_image_folder_is_decoded_file_by_file_in_order(isolated_cache, tiny_cifa
 
 def test_data_env_var_is_searched_first(isolated_cache, tiny_cifar_folder, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tiny_cifar_folder))
-    assert load_cifar10(download=False, verbose=False).source == f"image-folder:{tiny_cifar_folder}"
+    loaded = load_cifar10(download=False, verbose=False, expect_full=False)
+    assert loaded.source == f"image-folder:{tiny_cifar_folder}"
+
+
+def test_find_cifar10_looks_where_load_cifar10_does_and_creates_nothing(isolated_cache, tiny_copy, monkeypatch):
+    assert data.find_cifar10() is None
+    assert data.find_cifar10(tiny_copy) == (tiny_copy, "image-folder")
+    monkeypatch.setenv(DATA_ENV, str(tiny_copy.parent))  # a known child name is found too
+    (tiny_copy.parent / "cifar10-jpg").symlink_to(tiny_copy)
+    assert data.find_cifar10() == (tiny_copy.parent / "cifar10-jpg", "image-folder")
+    write_batches_py(isolated_cache / "cifar-10-batches-py")
+    found = data.find_cifar10(tiny_copy.parent / "nowhere")
+    assert (found.folder, found.format) == (isolated_cache / "cifar-10-batches-py", "batches-py")
+    assert sorted(p.name for p in isolated_cache.iterdir()) == ["cifar-10-batches-py"]  # no tensors decoded
 
 
 def test_image_folder_with_other_classes_is_refused(isolated_cache, tmp_path):
@@ -121,7 +138,7 @@ def skip_md5(monkeypatch):
 
 def test_batches_py_format_is_read_exactly(isolated_cache, tmp_path, skip_md5):
     expected = write_batches_py(tmp_path / "cifar-10-batches-py")
-    loaded = load_cifar10(tmp_path, download=False, verbose=False)
+    loaded = load_cifar10(tmp_path, download=False, verbose=False, expect_full=False)
     for key, tensor in expected.items():
         assert torch.equal(getattr(loaded, key), tensor), key
     assert loaded.train_images.dtype == torch.uint8 and loaded.train_labels.dtype == torch.int64
@@ -138,6 +155,49 @@ def test_damaged_batches_py_gets_a_clear_error(isolated_cache, tmp_path):
     write_batches_py(tmp_path / "cifar-10-batches-py")  # real md5 checks: the fake files fail them
     with pytest.raises(ValueError, match="incomplete or damaged"):
         load_cifar10(tmp_path, download=False, verbose=False)
+
+
+# --- incomplete and damaged copies ------------------------------------------------------------------------------
+
+def test_incomplete_image_folder_is_refused_also_from_the_cache(isolated_cache, tiny_copy):
+    with pytest.raises(ValueError, match=r"looks incomplete: 30 training and 20 test images.*extract") as caught:
+        load_cifar10(tiny_copy, download=False, verbose=False)
+    assert isinstance(caught.value, data.DataError) and str(tiny_copy) in str(caught.value)
+    load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)  # a deliberately small copy
+    with pytest.raises(data.DataError, match="looks incomplete"):  # read back from the cache, still checked
+        load_cifar10(tiny_copy, download=False, verbose=False)
+
+
+def test_incomplete_batches_py_is_refused(isolated_cache, tmp_path, skip_md5):
+    write_batches_py(tmp_path / "cifar-10-batches-py")
+    with pytest.raises(ValueError, match="looks incomplete: 100 training and 20 test images"):
+        load_cifar10(tmp_path, download=False, verbose=False)
+
+
+def test_a_split_without_every_class_is_refused_even_when_small(isolated_cache, tmp_path, skip_md5):
+    write_batches_py(tmp_path / "cifar-10-batches-py", per_batch=9)  # labels 0-8: no truck
+    with pytest.raises(ValueError, match="images of 9 classes"):
+        load_cifar10(tmp_path, download=False, verbose=False, expect_full=False)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "cannot be decoded"),
+    (b"not an image at all", "cannot be decoded"),
+    (torch.zeros(3, 64, 48, dtype=torch.uint8), "is 48x64 pixels, expected 32x32"),
+])
+def test_a_bad_image_is_named_with_what_is_wrong(isolated_cache, tiny_copy, content, problem):
+    bad = tiny_copy / "train" / "cat" / "0001.png"
+    bad.write_bytes(content) if isinstance(content, bytes) else write_png(content, str(bad))
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: {problem}")) as caught:
+        load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
+    assert isinstance(caught.value, data.DataError)
+
+
+def test_a_truncated_jpeg_is_named(isolated_cache, tiny_copy):
+    bad = tiny_copy / "test" / "dog" / "0000.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(data.DataError, match=re.escape(f"{bad}: cannot be decoded (") + ".*truncated"):
+        load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
 
 
 # --- subsets and validation splits -------------------------------------------------------------------------------
@@ -233,8 +293,8 @@ def count_decodes(monkeypatch) -> list[Path]:
 
 def test_warm_load_reads_the_cache_instead_of_decoding(isolated_cache, tiny_cifar_folder, monkeypatch, capsys):
     decodes = count_decodes(monkeypatch)
-    cold = load_cifar10(tiny_cifar_folder)
-    warm = load_cifar10(tiny_cifar_folder)
+    cold = load_cifar10(tiny_cifar_folder, expect_full=False)
+    warm = load_cifar10(tiny_cifar_folder, expect_full=False)
     assert len(decodes) == 1  # what makes a warm load fast; timings belong to benchmarks/data_pipeline.py
     assert capsys.readouterr().out.count("Decoding CIFAR-10") == 1
     assert all(torch.equal(getattr(cold, k), getattr(warm, k)) for k in ("train_images", "test_images", "test_labels"))
@@ -256,18 +316,39 @@ def truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", [flip_byte_in_train_images, truncate])
 def test_damaged_cache_is_rebuilt_never_used(isolated_cache, tiny_cifar_folder, monkeypatch, capsys, damage):
-    good = load_cifar10(tiny_cifar_folder, verbose=False)
+    good = load_cifar10(tiny_cifar_folder, verbose=False, expect_full=False)
     path = tensor_cache_path(tiny_cifar_folder, "image-folder")
     if damage is truncate:
         damage(path)
     else:
         damage(path, good.train_images)
     decodes = count_decodes(monkeypatch)
-    reloaded = load_cifar10(tiny_cifar_folder, verbose=False)
+    reloaded = load_cifar10(tiny_cifar_folder, verbose=False, expect_full=False)
     assert len(decodes) == 1 and "Ignoring damaged cache" in capsys.readouterr().out
     assert torch.equal(reloaded.train_images, good.train_images)
-    load_cifar10(tiny_cifar_folder, verbose=False)  # the rebuilt cache is whole again
+    load_cifar10(tiny_cifar_folder, verbose=False, expect_full=False)  # the rebuilt cache is whole again
     assert len(decodes) == 1 and capsys.readouterr().out == ""
+
+
+def test_cache_follows_images_added_replaced_and_removed(isolated_cache, tiny_copy, monkeypatch):
+    decodes = count_decodes(monkeypatch)
+    load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
+    cat = tiny_copy / "train" / "cat"
+    replaced = cat / "0000.png"
+    new_pixels = 255 - decode_image(str(replaced))
+    replaced.unlink()
+    write_png(new_pixels, str(replaced))
+    os.utime(replaced, ns=(0, 10**18))  # a new mtime even where the file system's clock is coarse
+    second = load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
+    assert len(decodes) == 2 and torch.equal(second.train_images[second.train_labels == 3][0], new_pixels)
+    write_png(new_pixels, str(cat / "0003.png"))  # an image added, as an extraction that goes on would
+    assert len(load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False).train_labels) == 31
+    (cat / "0003.png").unlink()
+    assert len(load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False).train_labels) == 30
+    assert len(decodes) == 4
+    load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
+    assert len(decodes) == 4  # nothing changed: the cache is used
+    assert list((isolated_cache / "tensors").iterdir()) == [tensor_cache_path(tiny_copy, "image-folder")]
 
 
 def test_atomic_save_leaves_the_old_file_when_saving_fails(tmp_path, monkeypatch):
@@ -338,12 +419,28 @@ def test_download_falls_back_to_a_mirror_and_loads(isolated_cache, monkeypatch, 
     expected = {}
     network = FakeNetwork([URLError("unreachable"), None], on_success=lambda f: expected.update(write_batches_py(f)))
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", network)
-    loaded = load_cifar10()
+    loaded = load_cifar10(expect_full=False)
     assert network.urls == list(download.CIFAR10_URLS[:2])
     assert f"downloaded from {download.CIFAR10_URLS[1]}" in capsys.readouterr().out
     assert loaded.source == f"batches-py:{isolated_cache / 'cifar-10-batches-py'}"
     assert torch.equal(loaded.test_images, expected["test_images"])
     assert sorted(p.name for p in isolated_cache.iterdir()) == ["cifar-10-batches-py", "tensors"]
+
+
+def test_download_error_lists_each_url_failure(tmp_path, monkeypatch):
+    network = FakeNetwork([URLError("down")] * len(download.CIFAR10_URLS))
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", network)
+    with pytest.raises(RuntimeError) as caught:
+        download.download_cifar10(tmp_path, verbose=False)
+    assert isinstance(caught.value, download.DownloadError)
+    assert caught.value.failures == [f"{url} -> URLError: <urlopen error down>" for url in download.CIFAR10_URLS]
+    assert all(failure in str(caught.value) for failure in caught.value.failures)
+
+
+def test_download_module_does_not_import_the_data_module():
+    code = "import sys, labkit.download; print('labkit.data' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "False\n"  # no import circle: labkit.data imports labkit.download, never the other way
 
 
 def test_download_replaces_an_incomplete_copy(tmp_path, monkeypatch):
@@ -352,6 +449,6 @@ def test_download_replaces_an_incomplete_copy(tmp_path, monkeypatch):
     (stale / "data_batch_1").write_bytes(b"half")
     network = FakeNetwork([None], on_success=lambda f: (f.mkdir(), (f / "test_batch").write_bytes(b"new")))
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", network)
-    assert download.download_cifar10(tmp_path, [], verbose=False) == stale
+    assert download.download_cifar10(tmp_path, verbose=False) == stale
     assert [p.name for p in stale.iterdir()] == ["test_batch"]
 

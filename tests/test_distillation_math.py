@@ -8,6 +8,7 @@ hypothesis, and every derivative claimed in the notebooks is checked with autogr
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -18,8 +19,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import log_softmax as scipy_log_softmax
 from scipy.special import rel_entr
+from scipy.stats import entropy as scipy_entropy
 
 from labkit.distillation import distillation_loss, distillation_loss_parts, kl_divergence, soft_targets
+from labkit.distillation import entropy as labkit_entropy
+from labkit.distillation import kl_at_temperature
+from labkit.validate import LooksLikeProbabilitiesWarning, NonFiniteLogitsError
 
 # Small enough that the whole file runs in a few seconds on a laptop CPU.
 PROPERTY = settings(max_examples=25, deadline=None)
@@ -412,3 +417,167 @@ def test_bad_kl_inputs(p, q):
 def test_bad_soft_target_inputs(logits):
     with pytest.raises(ValueError, match="logits"):
         soft_targets(logits)
+
+
+# --- masked (-inf) teacher classes and non-finite logits ----------------------------------------------------
+
+
+def masked_pair(seed: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 student logits, teacher logits with some classes masked to -inf (never a whole row), labels."""
+    s, t = zero_mean_logits(4, 6, seed=seed), zero_mean_logits(4, 6, seed=seed + 1)
+    t[0, 2] = t[1, [0, 5]] = t[3, 1:] = -math.inf  # row 3 keeps one class only: p is one-hot there
+    return s, t, torch.tensor([0, 1, 2, 3])
+
+
+def support_kl(t: torch.Tensor, s: torch.Tensor, T: float) -> float:
+    """Batch-mean KL(softmax(t/T) || softmax(s/T)) in numpy float64, summed over the teacher's support only."""
+    p, log_q = np.exp(scipy_log_softmax(t.numpy() / T, axis=1)), scipy_log_softmax(s.numpy() / T, axis=1)
+    assert ((p > 0) == np.isfinite(t.numpy())).all()
+    return rel_entr(p, np.exp(log_q)).sum(axis=1).mean()
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 4.0])
+def test_masked_teacher_classes_count_zero(T):
+    s, t, y = masked_pair()
+    total, soft, hard = distillation_loss_parts(s, t, y, T=T, alpha=0.7)
+    assert soft.item() == pytest.approx(0.7 * T**2 * support_kl(t, s, T), rel=1e-9)
+    torch.testing.assert_close(soft, 0.7 * T**2 * kl_divergence(soft_targets(t, T), soft_targets(s, T)))
+    torch.testing.assert_close(hard, 0.3 * F.cross_entropy(s, y))
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 4.0])
+def test_masked_teacher_classes_give_the_hinton_gradient(T):
+    s, t, y = masked_pair()
+    grad = student_grad(s, t, y, T, alpha=1.0)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad, T * (soft_targets(s, T) - soft_targets(t, T)) / len(s))
+
+
+def test_masked_teacher_classes_in_float32_and_under_autocast():
+    s, t, y = (a.float() if a.is_floating_point() else a for a in masked_pair())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = distillation_loss(s, t, y, T=2.0)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(distillation_loss(s.double(), t.double(), y, T=2.0).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["student_logits", "teacher_logits"])
+@pytest.mark.parametrize("value,kind", [(math.nan, "NaN"), (math.inf, r"\+inf")])
+def test_nan_and_positive_infinity_are_rejected(name, value, kind):
+    s, t, y = masked_pair()
+    (s if name == "student_logits" else t)[1, 3] = value
+    with pytest.raises(NonFiniteLogitsError, match=f"{name} contains {kind}"):  # a ValueError too
+        distillation_loss(s, t, y)
+
+
+def test_non_finite_logits_are_value_errors():
+    assert issubclass(NonFiniteLogitsError, ValueError)
+
+
+def test_student_minus_infinity_is_rejected():
+    s, t, y = masked_pair()
+    s[2, 0] = -math.inf
+    with pytest.raises(ValueError, match="student_logits contains -inf"):
+        distillation_loss(s, t, y)
+
+
+def test_a_teacher_row_masked_everywhere_is_rejected():
+    s, t, y = masked_pair()
+    t[2] = -math.inf
+    with pytest.raises(ValueError, match="teacher_logits.*every class"):
+        distillation_loss(s, t, y)
+
+
+# --- probabilities where logits belong, distributions that do not sum to 1 ----------------------------------
+
+
+def test_probabilities_passed_as_logits_warn():
+    s, t, y = zero_mean_logits(8, 10, seed=30), zero_mean_logits(8, 10, seed=31), torch.arange(8)
+    with pytest.warns(LooksLikeProbabilitiesWarning, match="raw logits") as caught:
+        distillation_loss(torch.softmax(s, 1), torch.softmax(t, 1), y)
+    assert caught[0].filename == __file__  # attributed to the caller's line, not to labkit
+    with pytest.warns(LooksLikeProbabilitiesWarning, match="teacher_logits"):
+        distillation_loss(s, torch.softmax(t.float(), 1).half(), y)
+    with pytest.warns(LooksLikeProbabilitiesWarning, match="student_logits"):
+        kl_at_temperature(torch.softmax(s, 1), t, 2.0)
+
+
+def test_real_logits_do_not_warn():
+    s, t, y = zero_mean_logits(8, 10, seed=30), zero_mean_logits(8, 10, seed=31), torch.arange(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distillation_loss(s, t, y)
+        distillation_loss(torch.softmax(s, 1) + 0.1, t, y)  # in [0, 1] maybe, but the rows sum to 2
+        kl_at_temperature(s, t, 2.0)
+
+
+def test_kl_rows_must_sum_to_one():
+    logits = zero_mean_logits(3, 4, seed=32)
+    p = torch.softmax(logits, dim=-1)
+    with pytest.raises(ValueError, match=r"sum to 1.*softmax.*last dimension"):
+        kl_divergence(torch.softmax(logits, dim=0), p)  # softmax over the batch: columns sum to 1, rows do not
+    with pytest.raises(ValueError, match="q.*sum to 1"):
+        kl_divergence(p, 2 * p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_kl_accepts_rounded_distributions_of_every_precision(dtype):
+    logits = torch.randn(64, 100, generator=torch.Generator().manual_seed(33))  # no probability rounds to 0
+    p, q = (torch.softmax(z, dim=-1).to(dtype) for z in (logits, logits.flip(0)))
+    assert torch.isfinite(kl_divergence(p, q))
+    assert torch.isfinite(labkit_entropy(p)).all()
+
+
+def test_kl_gradcheck_in_float64():
+    p, q = (torch.softmax(zero_mean_logits(3, 5, seed) / 3, dim=-1).requires_grad_() for seed in (34, 35))
+    assert torch.autograd.gradcheck(kl_divergence, (p, q))
+
+
+# --- kl_at_temperature and entropy: the course's math in one place ------------------------------------------
+
+
+@PROPERTY
+@given(logits_and_labels(), temperatures)
+def test_kl_at_temperature_is_the_kl_of_the_soft_targets(pair, T):
+    s, t = torch.from_numpy(pair[0]), torch.from_numpy(pair[1])
+    kl = kl_at_temperature(s, t, T)
+    torch.testing.assert_close(kl, F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean",
+                                            log_target=True))
+    torch.testing.assert_close(kl, kl_divergence(soft_targets(t, T), soft_targets(s, T)))
+    assert kl.item() == pytest.approx(support_kl(t, s, T), rel=1e-9, abs=1e-12)
+
+
+def test_kl_at_temperature_handles_masks_checks_inputs_and_keeps_gradients():
+    s, t, _ = masked_pair()
+    assert kl_at_temperature(s, t, 2.0).item() == pytest.approx(support_kl(t, s, 2.0), rel=1e-9)
+    z, v = s.clone().requires_grad_(), t.clone().requires_grad_()
+    kl_at_temperature(z, v, 2.0).backward()
+    assert torch.isfinite(z.grad).all() and torch.isfinite(v.grad).all()  # the teacher is not detached here
+    assert kl_at_temperature(s.half(), t.half(), 2.0).dtype == torch.float32
+    with pytest.raises(ValueError, match="temperature"):
+        kl_at_temperature(s, t, 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        kl_at_temperature(s, t[:, :3], 1.0)
+    with pytest.raises(ValueError, match="student_logits contains NaN"):
+        kl_at_temperature(torch.full_like(s, math.nan), t, 1.0)
+
+
+@PROPERTY
+@given(logits_and_labels(), temperatures)
+def test_entropy_matches_scipy_in_bits_and_nats(pair, T):
+    p = soft_targets(torch.from_numpy(pair[1]), T)
+    for base in (2, math.e):
+        np.testing.assert_allclose(labkit_entropy(p, base=base).numpy(), scipy_entropy(p.numpy(), base=base, axis=1),
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_entropy_limits_zeros_and_gradient():
+    assert labkit_entropy(torch.full((10,), 0.1)).item() == pytest.approx(math.log2(10))
+    assert labkit_entropy(torch.eye(10)[3]).item() == 0.0  # 0 log 0 counts as 0
+    p = torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]], dtype=torch.float64, requires_grad=True)
+    labkit_entropy(p).sum().backward()
+    assert torch.isfinite(p.grad).all()
+    with pytest.raises(ValueError, match="sum to 1"):
+        labkit_entropy(torch.tensor([0.5, 0.2]))
+    with pytest.raises(ValueError, match="probabilities"):
+        labkit_entropy(torch.tensor([1.5, -0.5]))

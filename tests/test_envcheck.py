@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import data, envcheck
-from labkit.settings import CACHE_ENV, DATA_ENV, QUICK_ENV
+from labkit import data, envcheck, settings
+from labkit.settings import CACHE_ENV, DATA_ENV, DEVICE_ENV, QUICK_ENV
 
 
 @pytest.fixture
@@ -80,6 +80,20 @@ def test_printed_report(no_data, capsys):
     out = capsys.readouterr().out
     assert re.search(rf"^PyTorch +{re.escape(torch.__version__)}$", out, flags=re.MULTILINE)
     assert "CIFAR-10" in out and "To fix it" in out
+
+
+def test_accelerators_and_device_are_labkits_own(no_data, monkeypatch, capsys):
+    monkeypatch.setattr(settings, "_mps_available", lambda: True)  # one answer for the report and device()
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    report = envcheck.environment_report()
+    assert report["mps_available"] is True and report["device"] == "cpu"
+    envcheck.print_environment_report()
+    assert re.search(r"^labkit device +cpu$", capsys.readouterr().out, flags=re.MULTILINE)
+
+
+def test_a_refused_device_is_reported_not_raised(no_data, monkeypatch):
+    monkeypatch.setenv(DEVICE_ENV, "gpu please")
+    assert envcheck.environment_report()["device"].startswith(f"none ({DEVICE_ENV}='gpu please' is not a device")
 
 
 def test_broken_module_is_reported_not_raised():

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from labkit import experiments, models
+from labkit import models, protocol
 from labkit.data import CifarData
-from labkit.experiments import (check_targets, compare_scratch_vs_distilled, headline, history_of, markdown_table,
-                                summarize, validation_data)
+from labkit.experiments import check_targets, compare_scratch_vs_distilled, headline, history_of, markdown_table
+from labkit.stats import summarize
 from labkit.train import TrainConfig
 
 
@@ -62,10 +62,11 @@ def test_validation_split_is_held_out_from_training():
     images = torch.arange(n, dtype=torch.int64).repeat_interleave(3 * 32 * 32).reshape(n, 3, 32, 32).to(torch.uint8)
     labels = torch.arange(n) % 10
     data = CifarData(images, labels, images[:20], labels[:20])
-    tune = validation_data(data, val_per_class=2)
-    train_ids, val_ids = set(tune.train_images[:, 0, 0, 0].tolist()), set(tune.test_images[:, 0, 0, 0].tolist())
+    tune = data.with_validation(val_per_class=2)
+    train_ids, val_ids = set(tune.train_images[:, 0, 0, 0].tolist()), set(tune.val_images[:, 0, 0, 0].tolist())
     assert len(val_ids) == 20 and len(train_ids) == 40 and not train_ids & val_ids
-    assert torch.bincount(tune.test_labels, minlength=10).tolist() == [2] * 10
+    assert torch.bincount(tune.val_labels, minlength=10).tolist() == [2] * 10
+    assert torch.equal(tune.test_images, data.test_images)  # the test split stays whole and apart
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +77,13 @@ def tiny_real(local_cifar):
 def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     calls = []
-    real_distill = experiments.distill
+    real_distill = protocol.distill
 
     def spy(student, teacher, data, **kwargs):
         calls.append((data, kwargs))
         return real_distill(student, teacher, data, **kwargs)
 
-    monkeypatch.setattr(experiments, "distill", spy)
+    monkeypatch.setattr(protocol, "distill", spy)
     torch.manual_seed(123)
     teacher = models.create("student_small")  # an untrained stand-in: cheap, and the logic is what is tested
     results = compare_scratch_vs_distilled(teacher, tiny_real, epochs=1, seeds=(0, 1), batch_size=50,
@@ -94,10 +95,9 @@ def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     s = results["settings"]
     assert (s["train_images"], s["val_images"], s["test_images"]) == (250, 50, 100)
 
-    # No run ever evaluated on the test images: distill saw the validation split as its evaluation split.
+    # Every run watched the validation split, under that name; the test split is apart from training.
     for data, kwargs in calls:
-        assert len(data.test_labels) == 50 and len(data.train_labels) == 250
-        assert not torch.equal(data.test_images[:10], tiny_real.test_images[:10])
+        assert len(data.val_labels) == 50 and len(data.train_labels) == 250 and len(data.test_labels) == 100
         assert kwargs["seed"] == 0 and kwargs["epochs"] == 1 and kwargs["batch_size"] == 50
         assert kwargs["teacher_views"] == 2
 

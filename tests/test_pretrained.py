@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from labkit import models
 from labkit.evaluate import accuracy, predict_logits
@@ -70,3 +73,40 @@ def test_shipped_models_are_accurate_on_real_test_images(name, local_cifar):
     data = local_cifar.subset(test_per_class=40, seed=1)
     acc = accuracy(predict_logits(load_pretrained(name), data.test_images), data.test_labels)
     assert acc >= ACCURACY_FLOOR[name], f"{name}: {acc:.3f} on 400 test images"
+
+
+def test_unexpected_and_missing_tensors_are_named(tmp_path):
+    model = models.create("student_small")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    dropped = sorted(state)[0]
+    path = tmp_path / "odd.safetensors"
+    save_file({**{k: v for k, v in state.items() if k != dropped}, "head.extra": torch.zeros(3)}, str(path))
+    with pytest.raises(WeightsError, match=rf"missing: {dropped}.*unexpected: head\.extra") as err:
+        load_weights(models.create("student_small"), path)
+    assert str(path) in str(err.value)
+
+
+def test_shape_mismatches_are_named(tmp_path):
+    state = {k: v.contiguous() for k, v in models.create("student_small").state_dict().items()}
+    name = next(k for k, v in state.items() if v.dim() == 4)
+    path = tmp_path / "wrong.safetensors"
+    save_file({**state, name: torch.zeros(2, 2)}, str(path))
+    with pytest.raises(WeightsError, match=re.escape(f"{name} is (2, 2) in the file, {tuple(state[name].shape)} in")):
+        load_weights(models.create("student_small"), path)
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, -10], ids=["empty", "in-the-length", "in-the-header", "in-the-data"])
+def test_empty_and_truncated_files_without_a_hash_name_the_file(saved, keep):
+    _, path, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: keep % len(data)])
+    with pytest.raises(WeightsError, match="not a complete safetensors file") as err:
+        load_weights(models.create("student_small"), path)
+    assert str(path) in str(err.value)
+
+
+def test_a_whole_wrong_architecture_gives_a_short_message(saved):
+    _, path, _ = saved
+    with pytest.raises(WeightsError, match=r"head\.weight is \(10, 64\) in the file, .* and \d+ more\)") as err:
+        load_weights(models.create("teacher"), path)  # the same layers, four times as wide
+    assert len(str(err.value)) < 1500

@@ -92,6 +92,6 @@ def test_size_and_speed_row_has_every_column():
     row = size_and_speed(models.create("student_small"), latency_repeats=2, throughput_repeats=2,
                          throughput_batch=8, warmup=1)
     assert set(row) == {"params", "mflops_per_image", "file_kb", "latency_ms", "images_per_s", "throughput_batch",
-                        "threads"}
+                        "threads", "device"}
     assert row["params"] == models.count_parameters(models.create("student_small"))
     assert row["latency_ms"] > 0 and row["images_per_s"] > 0 and row["throughput_batch"] == 8

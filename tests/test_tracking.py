@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import sys
@@ -11,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labkit import models
+from labkit import cli, models
 from labkit.cli import main
-from labkit.data import CifarData
+from labkit.data import CifarData, load_cifar10
 from labkit.history import History
 from labkit.settings import CACHE_ENV
 from labkit.tracking import TensorBoardLogger, WandbLogger, scalars
@@ -103,7 +104,7 @@ def test_callbacks_get_every_finished_row_and_csv_is_the_default(tracked_run):
     assert all(kl >= 0 for kl in history["test_kl"])  # the recorder edited its own copy only
     saved = History.from_csv(tracked_run.root / "run" / "history.csv")
     assert saved.columns == history.columns
-    for column in KL_COLUMNS + ["test_acc", "agreement"]:
+    for column in KL_COLUMNS + ["test_acc", "test_agreement"]:
         assert saved[column] == pytest.approx(history[column])
 
 
@@ -179,6 +180,7 @@ def test_train_calls_back_after_saving_the_epoch(isolated_cache, tmp_path):
 def test_cli_writes_tensorboard_logs(isolated_cache, tiny_cifar_folder, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     monkeypatch.delenv("LABKIT_QUICK", raising=False)  # quick mode's subset is larger than the tiny folder
+    monkeypatch.setattr(cli, "load_cifar10", functools.partial(load_cifar10, expect_full=False))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert main(["distill", "--data", str(tiny_cifar_folder), "--epochs", "1", "--batch-size", "10",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labkit import models
-from labkit.data import CifarData
+from labkit import device, models
+from labkit.data import CifarData, ImageSubset
+from labkit.distributed import SingleProcess
+from labkit.loader import AIRBENCH, make_views
+from labkit.models import init_whitening
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
-from labkit.train import NonFiniteLossError, TrainConfig, distill, lr_schedule, train
+from labkit.train import (ChanceLevelWarning, NoTrainingStepsError, NonFiniteLossError, NonFiniteWeightsError,
+                          ResumeError, TrainConfig, distill, lr_schedule, train)
 
 FAST = dict(batch_size=100, progress=False)
 
@@ -62,8 +66,8 @@ def test_distillation_learns_and_keeps_the_teacher_frozen(small_cifar, trained_s
     student = models.create("student_small")
     history = distill(student, teacher, small_cifar, T=4.0, alpha=0.7, epochs=3, teacher_views=views, **FAST)
     assert history.last["test_acc"] > 0.2
-    assert {"kl_part", "ce_part", "agreement", "test_kl"} <= set(history.columns)
-    assert history.last["agreement"] > history.rows[0]["agreement"] - 0.05
+    assert {"kl_part", "ce_part", "test_agreement", "test_kl"} <= set(history.columns)
+    assert history.last["test_agreement"] > history.rows[0]["test_agreement"] - 0.05
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "teacher weights or BN statistics changed"
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -144,6 +148,13 @@ def test_nan_loss_is_reported_with_epoch_and_step(small_cifar):
         train(model, small_cifar, epochs=1, **FAST)
 
 
+def test_nan_logits_while_distilling_are_reported_with_epoch_and_step(small_cifar, trained_small, private_cache):
+    model = models.create("student_small")
+    model.head.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1\b"):
+        distill(model, trained_small[0], small_cifar, epochs=1, teacher_views=0, **FAST)
+
+
 def test_runs_sharing_views_seed_share_the_teacher_logits(small_cifar, trained_small, private_cache):
     teacher = trained_small[0]
     histories = []
@@ -172,3 +183,120 @@ def test_online_teacher_runs_before_the_student_so_their_activations_never_coexi
             h.remove()
     second_step = order[order.index("|") + 1:order.index("|", order.index("|") + 1)]
     assert second_step == ["teacher", "student"], order
+
+
+# --- failures that used to be silent ------------------------------------------------------------------------------
+
+def test_a_batch_larger_than_the_training_set_is_an_error_not_zero_steps(small_cifar):
+    tiny = small_cifar.subset(train_per_class=20, test_per_class=10)  # 200 images, default batch 1024
+    with pytest.raises(NoTrainingStepsError, match=r"200 training images.*batch of 1024.*batch_size <= 200"):
+        train(models.create("student_small"), tiny, epochs=2, progress=False)
+    with pytest.raises(NoTrainingStepsError):
+        distill(models.create("student_small"), models.create("student_small"), tiny, epochs=1, progress=False)
+
+
+def test_resume_refuses_a_checkpoint_written_with_other_settings(small_cifar, tmp_path, trained_small, private_cache):
+    train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "t", **FAST)
+    with pytest.raises(ResumeError, match=r"lr: 11.5 in the checkpoint, 5.0 now"):
+        train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "t", resume=True, lr=5.0, **FAST)
+    with pytest.raises(ResumeError, match=r"epochs"):
+        train(models.create("student_small"), small_cifar, epochs=2, out=tmp_path / "t", resume=True, **FAST)
+    teacher = trained_small[0]
+    distill(models.create("student_small"), teacher, small_cifar, T=2.0, epochs=1, teacher_views=1,
+            out=tmp_path / "d", **FAST)
+    with pytest.raises(ResumeError, match=r"T: 2.0 in the checkpoint, 4.0 now"):
+        distill(models.create("student_small"), teacher, small_cifar, T=4.0, epochs=1, teacher_views=1,
+                out=tmp_path / "d", resume=True, **FAST)
+    with pytest.raises(ResumeError, match=r"kind"):  # a distillation checkpoint is not a training one
+        train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "d", resume=True, **FAST)
+
+
+def test_an_unreadable_checkpoint_is_named(small_cifar, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ResumeError, match=r"checkpoint\.pt cannot be read"):
+        train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "run", resume=True, **FAST)
+
+
+def test_out_pointing_to_a_file_fails_before_training(small_cifar, tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("not a folder")
+    steps = []
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        train(models.create("student_small"), small_cifar, epochs=1, out=taken, on_step=steps.append, **FAST)
+    assert steps == []
+
+
+def test_a_collapse_to_chance_is_warned_about(small_cifar):
+    torch.manual_seed(0)
+    with pytest.warns(ChanceLevelWarning, match=r"chance level.*learning rate"):
+        train(models.create("student_small"), small_cifar, epochs=2, lr=1e6, **FAST)
+
+
+def test_infinite_batchnorm_statistics_are_reported_by_name(small_cifar):
+    torch.manual_seed(0)
+    with pytest.raises(NonFiniteWeightsError, match=r"after epoch 1 .*running_var"):
+        train(models.create("student_small"), small_cifar, epochs=2, lr=1e12, **FAST)
+
+
+def test_distilling_into_a_whitened_model_prepares_it_like_training_does(small_cifar, trained_small, private_cache,
+                                                                         monkeypatch):
+    from labkit import train as engine
+    seen = []
+    monkeypatch.setattr(engine, "processes", lambda **kw: seen.append(kw) or SingleProcess())
+    torch.manual_seed(0)
+    student = models.create("teacher")
+    expected = models.create("teacher")
+    init_whitening(expected, small_cifar.train_images[:5000].float() / 255)
+    distill(student, trained_small[0], small_cifar, epochs=0.1, teacher_views=1, **FAST)
+    assert seen == [{"find_unused_parameters": True}]
+    assert torch.equal(student.stem.weight, expected.stem.weight)  # the whitening stem is frozen after its init
+
+
+# --- the device ----------------------------------------------------------------------------------------------------
+
+def test_training_on_the_cpu_gives_the_weights_it_gave_before_devices():
+    """Reference numbers from the last commit before labkit chose a device (a 2-step run on random images)."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(96) % 10
+    data = CifarData(images[:64], labels[:64], images[64:], labels[64:])
+    torch.manual_seed(0)
+    model = models.create("student_small")
+    history = train(model, data, epochs=2, batch_size=32, progress=False)
+    assert history["loss"] == pytest.approx([2.3263466358184814, 2.3278472423553467], rel=1e-5)
+    total = sum(v.double().abs().sum().item() for v in model.state_dict().values() if v.is_floating_point())
+    assert total == pytest.approx(1303.7197024318234, rel=1e-5)
+    torch.manual_seed(1)
+    teacher = models.create("student_small").eval()
+    torch.manual_seed(0)
+    student = models.create("student_small")
+    history = distill(student, teacher, data, T=2.0, alpha=0.5, epochs=2, teacher_views=2, batch_size=32,
+                      progress=False)
+    assert history["loss"] == pytest.approx([1.1711817979812622, 1.1740435361862183], rel=1e-5)
+    total = sum(v.double().abs().sum().item() for v in student.state_dict().values() if v.is_floating_point())
+    assert total == pytest.approx(1293.9155341936005, rel=1e-5)
+
+
+def test_the_device_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+    assert device() == torch.device("cpu") and SingleProcess().device == torch.device("cpu")
+    monkeypatch.setenv("LABKIT_DEVICE", "gpu please")
+    with pytest.raises(ValueError, match="not a device name"):
+        device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("LABKIT_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="CUDA"):
+            device()
+        monkeypatch.delenv("LABKIT_DEVICE")
+        assert device().type in ("cpu", "mps")
+
+
+def test_images_and_views_move_to_a_device_and_still_index_alike(small_cifar):
+    subset = ImageSubset(small_cifar.train_images, torch.arange(0, 100, 3))
+    view = make_views(small_cifar.train_images, AIRBENCH, 1, seed=0)[0]
+    idx = torch.tensor([5, 1, 7])
+    for images in (subset, view):
+        moved = images.to("cpu")
+        assert type(moved) is type(images) and torch.equal(moved[idx], images[idx])

@@ -1,0 +1,227 @@
+"""What every arm of an experiment shares, fixed in one object (introduced in 05_distill_student).
+
+A comparison of students means something only if the arms differ in the one thing compared. Here that holds by
+construction: :func:`prepare` fixes the split (training images minus a validation split, and the test split),
+the frozen teacher and the :class:`Budget` (student, epochs, batch size, teacher views, seeds) once, and every
+experiment of the course trains and tests each arm through the resulting :class:`Protocol`:
+
+* **No tuning on the test set.** Training runs watch the validation split (``val_*`` columns); the test split
+  is used once, at the end, for the final models of the reported arms (:meth:`Protocol.test`).
+* **The final epoch, never the best one.** A run's numbers are those of its model after the last epoch.
+* **The same start and the same batches.** For one seed every arm starts from the same initial weights
+  (``torch.manual_seed(seed)`` right before :func:`labkit.models.create`; their fingerprint is recorded to prove
+  it) and sees the same batches of the same augmented views in the same order, under the same schedule.
+  Labels-only arms are :func:`labkit.train.distill` with ``alpha = 0``, so the loop, the loss code and the
+  schedule are literally the same. The seeds vary the initial weights; ``data_seed`` fixes the augmented views
+  and the batch order, which lets the teacher's logits be computed once for every run (:mod:`labkit.teacher`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from labkit import models
+from labkit.data import CifarData
+from labkit.distillation import kl_at_temperature
+from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
+from labkit.history import History
+from labkit.stats import summarize
+from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+from labkit.train import TrainConfig, distill
+
+# Summarised over seeds for every arm of every experiment.
+REPORTED = ("test_acc", "val_acc", "test_agreement", "test_kl", "test_ece")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The budget and split every arm of an experiment shares (introduced in 05_distill_student).
+
+    ``student`` is a :func:`labkit.models.create` name; each run trains it for ``epochs`` in batches of
+    ``batch_size`` on ``teacher_views`` cached augmented views (0: online teacher), once per seed in ``seeds``.
+    ``val_per_class`` training images per class are held out as validation; ``train_per_class`` /
+    ``test_per_class`` shrink the data first (quick mode; None keeps a split whole); ``data_seed`` draws the
+    split, the views and the batch order.
+    """
+
+    student: str = "student_small"
+    epochs: float = 4
+    seeds: tuple[int, ...] = (0, 1, 2)
+    teacher_views: int = 4
+    batch_size: int = 512
+    val_per_class: int = 500
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+    data_seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.seeds:
+            raise ValueError("need at least one seed")
+        if not self.epochs > 0 or self.batch_size < 1 or self.val_per_class < 1 or self.teacher_views < 0:
+            raise ValueError(f"epochs, batch_size and val_per_class must be positive and teacher_views >= 0: {self}")
+
+
+def freeze(teacher: nn.Module) -> FrozenTeacher:
+    """``teacher`` wrapped in a :class:`labkit.teacher.FrozenTeacher` (unchanged if it is one already)."""
+    return teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher)
+
+
+def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: int, T: float, alpha: float,
+                  lr_scale: float = 1.0, epochs: float, teacher_views: int = 4, batch_size: int = 512,
+                  data_seed: int = 0, progress: bool = True, method: Callable[..., History] | None = None,
+                  **method_options) -> tuple[nn.Module, dict]:
+    """One student run through :func:`labkit.train.distill` (or ``method``, a function with its signature, such
+    as :func:`labkit.beyond.function_matching`) on ``data``, which holds a validation split
+    (:meth:`labkit.data.CifarData.with_validation`). Introduced in 05_distill_student.
+
+    Returns the trained student and a record of the run: its settings, the fingerprint of its initial weights,
+    its per-epoch history (``val_acc``, ``val_agreement``, ``val_kl``, plus the unweighted ``train_ce`` and
+    ``train_kl``), its final-epoch validation numbers and its wall time.
+    """
+    if data.val_images is None:
+        raise ValueError("train_student watches a validation split: pass data.with_validation(...)")
+    torch.manual_seed(seed)
+    model = models.create(student)
+    init = fingerprint(model)[:16]
+    method = method or distill
+    started = time.perf_counter()
+    history = method(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=teacher_views,
+                     batch_size=batch_size, seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress,
+                     **method_options)
+    history = _unweighted_parts(history, T, alpha)
+    last = history.last
+    record = {"seed": seed, "method": method.__name__, "T": T, "alpha": alpha, "lr_scale": lr_scale,
+              "init_fingerprint": init,
+              "val_acc": last["val_acc"], "val_agreement": last["val_agreement"], "val_kl": last["val_kl"],
+              "seconds": round(time.perf_counter() - started, 1), "history": history.to_dict()}
+    return model, record
+
+
+def _unweighted_parts(history: History, T: float, alpha: float) -> History:
+    rows = []
+    for row in history.rows:
+        row = dict(row)
+        if alpha < 1:
+            row["train_ce"] = row["ce_part"] / (1 - alpha)  # the unweighted cross-entropy with the labels
+        if alpha > 0:
+            row["train_kl"] = row["kl_part"] / (alpha * T**2)  # the unweighted KL(teacher || student) at T
+        rows.append(row)
+    return History(rows)
+
+
+def evaluate_on_test(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor,
+                     teacher_test_logits: torch.Tensor, T: float) -> dict:
+    """Test accuracy, agreement with the teacher, KL(teacher || student) at ``T`` and ECE of a final model."""
+    logits = predict_logits(model, test_images)
+    return {"test_acc": accuracy(logits, test_labels), "test_agreement": agreement(logits, teacher_test_logits),
+            "test_kl": kl_at_temperature(logits, teacher_test_logits, T).item(),
+            "test_ece": expected_calibration_error(logits, test_labels)}
+
+
+@dataclass
+class Protocol:
+    """A prepared experiment (introduced in 05_distill_student): every arm trains and is tested through it.
+
+    ``data`` holds the training images minus the validation split, the validation split and the test split;
+    ``teacher`` is frozen. Build one with :func:`prepare`.
+    """
+
+    budget: Budget
+    teacher: FrozenTeacher
+    data: CifarData
+    progress: bool = False
+    log: Callable[[str], None] | None = print
+    _test_logits: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def say(self, message: str) -> None:
+        """Print ``message`` through ``log`` (silent when ``log`` is None)."""
+        if self.log is not None:
+            self.log(message)
+
+    def settings(self, **extra) -> dict:
+        """The budget, the split sizes, the data source and ``extra``: the ``settings`` of a results JSON."""
+        budget = asdict(self.budget)
+        return {**budget, "seeds": list(budget["seeds"]), **extra, "train_images": len(self.data.train_labels),
+                "val_images": len(self.data.val_labels), "test_images": len(self.data.test_labels),
+                "data": self.data.source}
+
+    def train(self, seed: int, *, teacher: nn.Module | None = None, **options) -> tuple[nn.Module, dict]:
+        """One run of :func:`train_student` at this budget; ``options`` (T, alpha, method, ...) may override
+        ``epochs``, ``teacher_views`` and ``batch_size`` where an arm needs to (e.g. an online teacher)."""
+        b = self.budget
+        options = {"epochs": b.epochs, "teacher_views": b.teacher_views, "batch_size": b.batch_size, **options}
+        return train_student(self.teacher if teacher is None else freeze(teacher), self.data, student=b.student,
+                             seed=seed, data_seed=b.data_seed, progress=self.progress, **options)
+
+    def teacher_test_logits(self, teacher: nn.Module | None = None) -> torch.Tensor:
+        """The teacher's logits on the test split (computed once per teacher)."""
+        teacher = self.teacher if teacher is None else freeze(teacher)
+        if id(teacher) not in self._test_logits:
+            self._test_logits[id(teacher)] = teacher_logits_for_views(teacher, [self.data.test_images],
+                                                                      progress=self.progress)[0]
+        return self._test_logits[id(teacher)]
+
+    def test(self, model: nn.Module, T: float, teacher: nn.Module | None = None) -> dict:
+        """:func:`evaluate_on_test` of a final model on the test split: call it once per reported run."""
+        return evaluate_on_test(model, self.data.test_images, self.data.test_labels,
+                                self.teacher_test_logits(teacher), T)
+
+    def with_training(self, data: CifarData, **budget_changes) -> "Protocol":
+        """The same protocol on other training images (``data`` keeps this one's validation and test splits),
+        with ``budget_changes`` (e.g. more epochs for a smaller labelled set)."""
+        if data.val_images is None:
+            raise ValueError("the new training data must keep the validation split")
+        return replace(self, data=data, budget=replace(self.budget, **budget_changes), _test_logits=self._test_logits)
+
+
+def prepare(teacher: nn.Module, data: CifarData, budget: Budget, *, progress: bool = False,
+            log: Callable[[str], None] | None = print) -> Protocol:
+    """Shrink ``data`` as the budget says, hold out its validation split and freeze the teacher (05_distill_student)."""
+    if budget.train_per_class is not None or budget.test_per_class is not None:
+        data = data.subset(budget.train_per_class, budget.test_per_class, seed=budget.data_seed)
+    data = data.with_validation(budget.val_per_class, seed=budget.data_seed)
+    return Protocol(budget, freeze(teacher), data, progress=progress, log=log)
+
+
+def run_arms(protocol: Protocol, arms: dict[str, dict], *,
+             trained: dict[tuple[str, int], tuple[nn.Module, dict]] | None = None) -> dict:
+    """Train one student per (arm, seed) through ``protocol``, then test each final model once.
+
+    ``arms`` maps a name to the arm's :meth:`Protocol.train` options (``T``, ``alpha``, optionally ``teacher``,
+    ``teacher_views``, ``method``, ...). ``trained`` holds runs made already (e.g. while choosing settings),
+    keyed by (arm, seed): they are tested, not retrained. Returns, per arm, the teacher's test accuracy,
+    summaries over seeds of :data:`REPORTED`, and the runs (records without their models).
+    """
+    if not arms:
+        raise ValueError("need at least one arm")
+    trained = trained or {}
+    out = {}
+    for name, options in arms.items():
+        options = dict(options)
+        teacher = options.pop("teacher", None)
+        runs = []
+        for seed in protocol.budget.seeds:
+            if (name, seed) in trained:
+                model, record = trained[name, seed]
+            else:
+                protocol.say(f"{name}: seed {seed}")
+                model, record = protocol.train(seed, teacher=teacher, **options)
+            record.update(arm=name, **protocol.test(model, options["T"], teacher))
+            protocol.say(f"    {name}, seed {seed}: final validation accuracy {record['val_acc']:.4f}, "
+                         f"test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)")
+            runs.append(record)
+        out[name] = {"teacher_test_acc": accuracy(protocol.teacher_test_logits(teacher), protocol.data.test_labels),
+                     **{k: summarize([r[k] for r in runs]) for k in REPORTED}, "runs": runs}
+    return out
+
+
+def summaries(arm: dict) -> dict:
+    """An arm of :func:`run_arms` without its runs."""
+    return {k: v for k, v in arm.items() if k != "runs"}
+
