@@ -1,4 +1,4 @@
-"""Measure what the written model answers of notebooks 05, 06 and 08 predict (issue 10).
+"""Measure what the written model answers of notebooks 05, 06 and 08 predict.
 
     python benchmarks/exercise_answers.py [--only 06-e1 06-e2 ...]
 

@@ -5,7 +5,7 @@
 The same experiment as notebooks/05_distill_student.ipynb, through the same function
 (:func:`labkit.experiments.compare_scratch_vs_distilled`): settings chosen on 5,000 held-out training images,
 3 seeds per arm with equal initial weights, batches, schedule and epochs, a loss-scale control, final-epoch
-test accuracy. It adds the size-and-speed table of teacher and students and checks issue 7's targets.
+test accuracy. It adds the size-and-speed table of teacher and students and checks the student's goals (size, speed, accuracy).
 Writes benchmarks/results/kd_headline.json and .md (kd_headline_quick.* in quick mode, so a quick run never
 overwrites a full one). Defaults take about 25 minutes on 2 CPU cores; measured on the JPEG copy of CIFAR-10
 that load_cifar10 finds (accuracy on the original pickled files can differ slightly).

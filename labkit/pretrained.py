@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from labkit import models
+from labkit.settings import device as default_device
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> (architecture, file, sha256); how each was trained is in weights/README.md (the model card).
@@ -93,15 +94,16 @@ def _listed(items: list[str], sep: str = ", ", at_most: int = 5) -> str:
     return sep.join(items[:at_most]) + rest
 
 
-def load_pretrained(name: str, device: str | torch.device = "cpu") -> nn.Module:
-    """A shipped model by name (see :data:`SHIPPED`), verified, in eval mode on ``device``."""
+def load_pretrained(name: str, device: str | torch.device | None = None) -> nn.Module:
+    """A shipped model by name (see :data:`SHIPPED`), verified, in eval mode on ``device`` (default:
+    :func:`labkit.device`, so a GPU when there is one)."""
     if name not in SHIPPED:
         raise ValueError(f"no shipped weights named {name!r}; available: {sorted(SHIPPED)}")
     arch, filename, sha = SHIPPED[name]
     model = load_weights(models.create(arch), WEIGHTS_DIR / filename, sha)
-    return model.to(device).eval()
+    return model.to(default_device() if device is None else device).eval()
 
 
-def load_teacher(device: str | torch.device = "cpu") -> nn.Module:
+def load_teacher(device: str | torch.device | None = None) -> nn.Module:
     """The shipped CIFAR-10 teacher, verified and in eval mode (introduced in 01_dark_knowledge)."""
     return load_pretrained("teacher", device)

@@ -137,7 +137,8 @@ class Protocol:
     data: CifarData
     progress: bool = False
     log: Callable[[str], None] | None = print
-    _test_logits: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    # id(teacher) -> (teacher, its test logits); holding the teacher keeps its id from being reused
+    _test_logits: dict[int, tuple[FrozenTeacher, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def say(self, message: str) -> None:
         """Print ``message`` through ``log`` (silent when ``log`` is None)."""
@@ -163,9 +164,9 @@ class Protocol:
         """The teacher's logits on the test split (computed once per teacher)."""
         teacher = self.teacher if teacher is None else freeze(teacher)
         if id(teacher) not in self._test_logits:
-            self._test_logits[id(teacher)] = teacher_logits_for_views(teacher, [self.data.test_images],
-                                                                      progress=self.progress)[0]
-        return self._test_logits[id(teacher)]
+            logits = teacher_logits_for_views(teacher, [self.data.test_images], progress=self.progress)[0]
+            self._test_logits[id(teacher)] = (teacher, logits)
+        return self._test_logits[id(teacher)][1]
 
     def test(self, model: nn.Module, T: float, teacher: nn.Module | None = None) -> dict:
         """:func:`evaluate_on_test` of a final model on the test split: call it once per reported run."""
@@ -204,7 +205,7 @@ def run_arms(protocol: Protocol, arms: dict[str, dict], *,
     out = {}
     for name, options in arms.items():
         options = dict(options)
-        teacher = options.pop("teacher", None)
+        teacher = freeze(options.pop("teacher")) if "teacher" in options else protocol.teacher
         runs = []
         for seed in protocol.budget.seeds:
             if (name, seed) in trained:

@@ -300,3 +300,12 @@ def test_images_and_views_move_to_a_device_and_still_index_alike(small_cifar):
     for images in (subset, view):
         moved = images.to("cpu")
         assert type(moved) is type(images) and torch.equal(moved[idx], images[idx])
+
+
+def test_the_evaluation_split_is_named_in_every_column(small_cifar, trained_small, private_cache):
+    tune = small_cifar.with_validation(val_per_class=10)
+    history = train(models.create("student_small"), tune, epochs=1, **FAST)
+    assert "val_acc" in history.columns and "test_acc" not in history.columns
+    history = distill(models.create("student_small"), trained_small[0], tune, epochs=1, teacher_views=1, **FAST)
+    assert {"val_acc", "val_agreement", "val_kl"} <= set(history.columns)
+    assert not any(c.startswith("test_") for c in history.columns)

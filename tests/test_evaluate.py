@@ -1,0 +1,31 @@
+"""eval_mode: predictions in eval mode, the model's own mode restored afterwards, even after an error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labkit import models
+from labkit.beyond import feature_shape
+from labkit.evaluate import eval_mode, predict_logits
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_the_mode_after_an_error(training):
+    model = models.create("student_small").train(training)
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(model):
+            assert not model.training and not any(m.training for m in model.modules())
+            raise RuntimeError("boom")
+    assert model.training is training and all(m.training is training for m in model.modules())
+
+
+def test_helpers_that_predict_leave_a_training_model_training_even_when_they_fail():
+    model = models.create("student_small").train()
+    model.head.register_forward_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("broken head")))
+    with pytest.raises(RuntimeError, match="broken head"):
+        predict_logits(model, torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="broken head"):
+        models.forward_flops(model)
+    assert model.training
+    assert feature_shape(models.create("student_small").train(), "layers.0")[0] > 0

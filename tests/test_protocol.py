@@ -1,0 +1,56 @@
+"""The protocol every experiment uses: one budget, one split, one frozen teacher for every arm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labkit import models, protocol
+from labkit.data import CifarData
+from labkit.protocol import Budget, prepare, run_arms
+from labkit.teacher import FrozenTeacher
+
+
+def fake_data(n_train: int = 200, n_test: int = 50) -> CifarData:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.arange(n_train + n_test) % 10
+    return CifarData(images[:n_train], labels[:n_train], images[n_train:], labels[n_train:])
+
+
+def test_a_budget_refuses_what_cannot_train():
+    for bad in (dict(seeds=()), dict(epochs=0), dict(batch_size=0), dict(val_per_class=0), dict(teacher_views=-1)):
+        with pytest.raises(ValueError):
+            Budget(**bad)
+    assert Budget(seeds=[2, 3]).seeds == (2, 3)
+
+
+def test_prepare_holds_out_validation_and_keeps_the_test_split_apart():
+    data = fake_data()
+    p = prepare(models.create("student_small"), data, Budget(val_per_class=3, train_per_class=15), log=None)
+    assert isinstance(p.teacher, FrozenTeacher)
+    assert (len(p.data.train_labels), len(p.data.val_labels), len(p.data.test_labels)) == (120, 30, 50)
+    assert torch.equal(p.data.test_images, data.test_images)
+    s = p.settings(T=2.0)
+    assert (s["train_images"], s["val_images"], s["test_images"], s["T"], s["seeds"]) == (120, 30, 50, 2.0, [0, 1, 2])
+    fewer = p.with_training(p.data.subset(5, None), epochs=8)
+    assert len(fewer.data.train_labels) == 50 and fewer.budget.epochs == 8 and fewer.budget.seeds == p.budget.seeds
+    assert torch.equal(fewer.data.val_images, p.data.val_images)
+
+
+def test_every_arm_of_a_seed_gets_the_same_budget_and_runs_made_already_are_not_repeated(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = protocol.train_student
+    monkeypatch.setattr(protocol, "train_student", lambda *a, **k: calls.append(k) or real(*a, **k))
+    p = prepare(models.create("student_small"), fake_data(), Budget(epochs=1, seeds=(0, 1), batch_size=50,
+                                                                    val_per_class=2, teacher_views=1), log=None)
+    early = p.train(0, T=2.0, alpha=0.5)
+    calls.clear()
+    out = run_arms(p, {"distilled": dict(T=2.0, alpha=0.5), "scratch": dict(T=2.0, alpha=0.0)},
+                   trained={("distilled", 0): early})
+    assert [(k["seed"], k["alpha"]) for k in calls] == [(1, 0.5), (0, 0.0), (1, 0.0)]
+    assert {(k["epochs"], k["batch_size"], k["teacher_views"], k["student"], k["data_seed"]) for k in calls} == \
+        {(1, 50, 1, "student_small", 0)}
+    assert out["distilled"]["runs"][0] is early[1] and out["distilled"]["test_acc"]["n"] == 2
+    assert all(r["arm"] == name and "test_acc" in r for name, a in out.items() for r in a["runs"])
