@@ -40,6 +40,23 @@ def _mirror(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (model(x) + model(x.flip(-1)))
 
 
+class FlipAveraged(nn.Module):
+    """A model whose logits are the average over each image and its mirror image: test-time augmentation as a
+    module, so a teacher's flip-averaged soft targets drop in wherever a teacher goes (04_cifar_teacher).
+
+    The teacher-logit cache then stores them per view, at twice the teacher's cost.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        # Part of the state, so labkit.teacher.fingerprint (and the logit cache) tells it from the plain model.
+        self.register_buffer("averages_flips", torch.tensor(True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _mirror(self.model, x)
+
+
 def _mirror_translate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # airbench's level-2 TTA: the mirrored pair, plus the mirrored pair shifted one pixel up-left and down-right.
     padded = F.pad(x, (1,) * 4, mode="reflect")

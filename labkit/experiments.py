@@ -24,7 +24,7 @@ from torch import nn
 from labkit.data import CifarData
 from labkit.evaluate import accuracy
 from labkit.history import History
-from labkit.protocol import Budget, prepare, run_arms, summaries
+from labkit.protocol import Budget, choose_on_validation, prepare, run_arms, summaries
 from labkit.settings import pick
 from labkit.stats import summarize  # noqa: F401  (notebooks 09 and 11 import it from here)
 
@@ -84,12 +84,7 @@ def compare_scratch_vs_distilled(teacher: nn.Module, data: CifarData, *,
     started = time.perf_counter()
     protocol = prepare(teacher, data, budget, progress=progress, log=log)
     first = budget.seeds[0]
-    tried = []
-    for T, alpha in candidates:
-        protocol.say(f"candidate: seed {first}, T={T:g}, alpha={alpha:g}")
-        tried.append(protocol.train(first, T=T, alpha=alpha))
-        protocol.say(f"    final-epoch validation accuracy {tried[-1][1]['val_acc']:.4f}")
-    best = max(range(len(tried)), key=lambda i: (tried[i][1]["val_acc"], -i))
+    best, tried = choose_on_validation(protocol, candidates)
     T, alpha = candidates[best]
     protocol.say(f"chosen on validation: T={T:g}, alpha={alpha:g}")
     arms = {"distilled": dict(T=T, alpha=alpha), "scratch": dict(T=T, alpha=0.0)}

@@ -18,9 +18,12 @@ experiment of the course trains and tests each arm through the resulting :class:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -30,6 +33,7 @@ from labkit.data import CifarData
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
+from labkit.pretrained import load_weights, save_weights
 from labkit.stats import summarize
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.train import TrainConfig, distill
@@ -46,7 +50,8 @@ class Budget:
     ``batch_size`` on ``teacher_views`` cached augmented views (0: online teacher), once per seed in ``seeds``.
     ``val_per_class`` training images per class are held out as validation; ``train_per_class`` /
     ``test_per_class`` shrink the data first (quick mode; None keeps a split whole); ``data_seed`` draws the
-    split, the views and the batch order.
+    split, the views and the batch order; with ``batch_order_per_seed`` every seed draws its own batch order
+    too (the augmented views, and so the teacher's cached logits, stay those of ``data_seed``).
     """
 
     student: str = "student_small"
@@ -58,6 +63,7 @@ class Budget:
     train_per_class: int | None = None
     test_per_class: int | None = None
     data_seed: int = 0
+    batch_order_per_seed: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -74,15 +80,16 @@ def freeze(teacher: nn.Module) -> FrozenTeacher:
 
 def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: int, T: float, alpha: float,
                   lr_scale: float = 1.0, epochs: float, teacher_views: int = 4, batch_size: int = 512,
-                  data_seed: int = 0, progress: bool = True, method: Callable[..., History] | None = None,
-                  **method_options) -> tuple[nn.Module, dict]:
+                  data_seed: int = 0, batch_seed: int | None = None, progress: bool = True,
+                  method: Callable[..., History] | None = None, **method_options) -> tuple[nn.Module, dict]:
     """One student run through :func:`labkit.train.distill` (or ``method``, a function with its signature, such
     as :func:`labkit.beyond.function_matching`) on ``data``, which holds a validation split
     (:meth:`labkit.data.CifarData.with_validation`). Introduced in 05_distill_student.
 
     Returns the trained student and a record of the run: its settings, the fingerprint of its initial weights,
     its per-epoch history (``val_acc``, ``val_agreement``, ``val_kl``, plus the unweighted ``train_ce`` and
-    ``train_kl``), its final-epoch validation numbers and its wall time.
+    ``train_kl``), its final-epoch validation numbers and its wall time. ``seed`` draws the initial weights,
+    ``data_seed`` the augmented views, ``batch_seed`` (default ``data_seed``) the batch order.
     """
     if data.val_images is None:
         raise ValueError("train_student watches a validation split: pass data.with_validation(...)")
@@ -92,11 +99,11 @@ def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: in
     method = method or distill
     started = time.perf_counter()
     history = method(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=teacher_views,
-                     batch_size=batch_size, seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress,
-                     **method_options)
+                     batch_size=batch_size, seed=data_seed if batch_seed is None else batch_seed,
+                     views_seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress, **method_options)
     history = _unweighted_parts(history, T, alpha)
     last = history.last
-    record = {"seed": seed, "method": method.__name__, "T": T, "alpha": alpha, "lr_scale": lr_scale,
+    record = {"seed": seed, "batch_seed": data_seed if batch_seed is None else batch_seed, "method": method.__name__, "T": T, "alpha": alpha, "lr_scale": lr_scale,
               "init_fingerprint": init,
               "val_acc": last["val_acc"], "val_agreement": last["val_agreement"], "val_kl": last["val_kl"],
               "seconds": round(time.perf_counter() - started, 1), "history": history.to_dict()}
@@ -137,6 +144,7 @@ class Protocol:
     data: CifarData
     progress: bool = False
     log: Callable[[str], None] | None = print
+    store: Path | None = None  # finished runs are kept here and reused, so a long experiment can resume
     # id(teacher) -> (teacher, its test logits); holding the teacher keeps its id from being reused
     _test_logits: dict[int, tuple[FrozenTeacher, torch.Tensor]] = field(default_factory=dict, repr=False)
 
@@ -156,9 +164,27 @@ class Protocol:
         """One run of :func:`train_student` at this budget; ``options`` (T, alpha, method, ...) may override
         ``epochs``, ``teacher_views`` and ``batch_size`` where an arm needs to (e.g. an online teacher)."""
         b = self.budget
-        options = {"epochs": b.epochs, "teacher_views": b.teacher_views, "batch_size": b.batch_size, **options}
-        return train_student(self.teacher if teacher is None else freeze(teacher), self.data, student=b.student,
-                             seed=seed, data_seed=b.data_seed, progress=self.progress, **options)
+        options = {"epochs": b.epochs, "teacher_views": b.teacher_views, "batch_size": b.batch_size,
+                   "batch_seed": seed if b.batch_order_per_seed else b.data_seed, **options}
+        teacher = self.teacher if teacher is None else freeze(teacher)
+        kept = self._kept_run(seed, teacher, options) if self.store is not None else None
+        if kept is not None and kept.with_suffix(".json").is_file():
+            self.say(f"    (reusing the finished run {kept.name})")
+            model = load_weights(models.create(b.student), kept.with_suffix(".safetensors"))
+            return model, json.loads(kept.with_suffix(".json").read_text())
+        model, record = train_student(teacher, self.data, student=b.student, seed=seed, data_seed=b.data_seed,
+                                      progress=self.progress, **options)
+        if kept is not None:
+            save_weights(model, kept.with_suffix(".safetensors"), half=False)
+            kept.with_suffix(".json").write_text(json.dumps(record))  # written last: it marks the run finished
+        return model, record
+
+    def _kept_run(self, seed: int, teacher: FrozenTeacher, options: dict) -> Path:
+        """Where the run of these settings is kept: named by a hash of everything that decides its result."""
+        described = {k: getattr(v, "__name__", v) for k, v in options.items()}
+        what = json.dumps({"budget": asdict(self.budget), "seed": seed, "options": described,
+                           "teacher": fingerprint(teacher), "data": self.settings()}, sort_keys=True, default=str)
+        return Path(self.store) / hashlib.sha256(what.encode()).hexdigest()[:20]
 
     def teacher_test_logits(self, teacher: nn.Module | None = None) -> torch.Tensor:
         """The teacher's logits on the test split (computed once per teacher)."""
@@ -182,12 +208,31 @@ class Protocol:
 
 
 def prepare(teacher: nn.Module, data: CifarData, budget: Budget, *, progress: bool = False,
-            log: Callable[[str], None] | None = print) -> Protocol:
-    """Shrink ``data`` as the budget says, hold out its validation split and freeze the teacher (05_distill_student)."""
+            log: Callable[[str], None] | None = print, store: str | Path | None = None) -> Protocol:
+    """Shrink ``data`` as the budget says, hold out its validation split and freeze the teacher (05_distill_student).
+
+    With ``store`` (a folder) every finished run is kept there and an identical later run is read back instead of
+    retrained, so an experiment interrupted at any point continues where it stopped.
+    """
     if budget.train_per_class is not None or budget.test_per_class is not None:
         data = data.subset(budget.train_per_class, budget.test_per_class, seed=budget.data_seed)
     data = data.with_validation(budget.val_per_class, seed=budget.data_seed)
-    return Protocol(budget, freeze(teacher), data, progress=progress, log=log)
+    return Protocol(budget, freeze(teacher), data, progress=progress, log=log,
+                    store=None if store is None else Path(store))
+
+
+def choose_on_validation(protocol: Protocol, candidates: Sequence[tuple[float, float]], *,
+                         teacher: nn.Module | None = None) -> tuple[int, list[tuple[nn.Module, dict]]]:
+    """One run per (T, alpha) candidate with the budget's first seed; returns the index of the highest
+    final-epoch validation accuracy (ties: the earlier candidate) and every run (05_distill_student)."""
+    first = protocol.budget.seeds[0]
+    tried = []
+    for T, alpha in candidates:
+        protocol.say(f"candidate: seed {first}, T={T:g}, alpha={alpha:g}")
+        tried.append(protocol.train(first, teacher=teacher, T=float(T), alpha=float(alpha)))
+        protocol.say(f"    final-epoch validation accuracy {tried[-1][1]['val_acc']:.4f}")
+    best = max(range(len(tried)), key=lambda i: (tried[i][1]["val_acc"], -i))
+    return best, tried
 
 
 def run_arms(protocol: Protocol, arms: dict[str, dict], *,

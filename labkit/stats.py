@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Sequence
 
@@ -14,3 +15,24 @@ def summarize(values: Sequence[float]) -> dict:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values), "n": len(values),
             "values": values}
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
+    """The paired difference ``a - b`` (one pair per seed): mean, Student-t interval and whether it excludes 0.
+
+    Introduced in 05_distill_student. Pairs share everything but the compared choice (same seed: same initial
+    weights and batches), so their differences cancel most of the seed-to-seed spread. ``shown`` is False when the
+    interval includes 0: the difference is then not shown by these seeds, whatever its mean.
+    """
+    from scipy import stats
+
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two equally long lists of at least 2 paired values, got {len(a)} and {len(b)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    low, high = mean - half, mean + half
+    return {"mean": mean, "low": low, "high": high, "confidence": confidence, "n": len(diffs), "differences": diffs,
+            "shown": bool(low > 0 or high < 0)}

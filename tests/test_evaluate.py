@@ -29,3 +29,18 @@ def test_helpers_that_predict_leave_a_training_model_training_even_when_they_fai
         models.forward_flops(model)
     assert model.training
     assert feature_shape(models.create("student_small").train(), "layers.0")[0] > 0
+
+
+def test_a_flip_averaged_model_predicts_like_flip_tta_and_is_cached_apart(tmp_path, monkeypatch):
+    from labkit.evaluate import FlipAveraged
+    from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = models.create("student_small").eval()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    averaged = FlipAveraged(model)
+    torch.testing.assert_close(predict_logits(averaged, images), predict_logits(model, images, tta="flip"))
+    assert fingerprint(FrozenTeacher(averaged)) != fingerprint(FrozenTeacher(model))
+    plain = teacher_logits_for_views(FrozenTeacher(model), [images], progress=False)
+    flipped = teacher_logits_for_views(FrozenTeacher(averaged), [images], progress=False)
+    assert not torch.allclose(plain, flipped)

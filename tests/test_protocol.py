@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -54,3 +56,20 @@ def test_every_arm_of_a_seed_gets_the_same_budget_and_runs_made_already_are_not_
         {(1, 50, 1, "student_small", 0)}
     assert out["distilled"]["runs"][0] is early[1] and out["distilled"]["test_acc"]["n"] == 2
     assert all(r["arm"] == name and "test_acc" in r for name, a in out.items() for r in a["runs"])
+
+
+def test_a_stored_run_is_read_back_not_retrained_and_seeds_can_draw_their_own_batches(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = protocol.train_student
+    monkeypatch.setattr(protocol, "train_student", lambda *a, **k: calls.append(k) or real(*a, **k))
+    teacher = models.create("student_small")
+    budget = Budget(epochs=1, seeds=(0, 1), batch_size=50, val_per_class=2, teacher_views=1, batch_order_per_seed=True)
+    first = prepare(teacher, fake_data(), budget, log=None, store=tmp_path / "runs")
+    model, record = first.train(1, T=2.0, alpha=0.5)
+    again = prepare(teacher, fake_data(), budget, log=None, store=tmp_path / "runs")
+    model2, record2 = again.train(1, T=2.0, alpha=0.5)
+    assert len(calls) == 1 and calls[0]["batch_seed"] == 1 and record2 == json.loads(json.dumps(record))
+    assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), model2.state_dict().values()))
+    again.train(1, T=4.0, alpha=0.5)  # other settings: a run of its own
+    assert len(calls) == 2
