@@ -58,3 +58,42 @@ def test_runtime_imports_are_runtime_dependencies():
 def test_the_import_reader_sees_what_it_should():
     source = "import numpy as np\nfrom scipy import stats\nfrom . import x\ndef f():\n    import wandb\n"
     assert top_level_imports(source) == {"numpy", "scipy"}
+
+
+def labkit_import_graph() -> dict[str, set[str]]:
+    """labkit module -> the labkit modules it imports anywhere in its body (lazy imports included)."""
+    modules = {p.stem for p in (ROOT / "labkit").glob("*.py")}
+    graph = {}
+    for name in modules:
+        deps = set()
+        for node in ast.walk(ast.parse((ROOT / "labkit" / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] == "labkit":
+                parts = node.module.split(".")
+                deps |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("labkit.")}
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_labkit_has_no_import_circle():
+    graph, done, cycles = labkit_import_graph(), set(), []
+
+    def visit(name: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(name, ())):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [name])
+    assert not cycles, f"labkit modules import each other in a circle: {cycles[0]}"
+    assert "data" not in graph["download"] and "download" in graph["data"]  # the circle that once was
+
+
+def test_project_code_names_no_tracker_issue():
+    named = [f"{p.relative_to(ROOT)}:{i}" for folder in ("labkit", "benchmarks") for p in (ROOT / folder).glob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\b[Ii]ssue'?s? ?#?\d", line)]
+    assert not named, f"code should say what it does, not which tracker issue asked for it: {named}"
