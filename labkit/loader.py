@@ -181,10 +181,6 @@ class AugmentedView:
         flips = None if self.flips is None else self.flips[index]
         return crop(self.images[index], self.augment.pad, self.offsets[:, index], self.augment.pad_mode, flips)
 
-    def to(self, device: torch.device | str) -> "AugmentedView":
-        """The same view of the images moved to ``device`` (the crop windows and flips stay on the CPU)."""
-        return AugmentedView(self.images.to(device), self.augment, self.offsets, self.flips)
-
 
 def make_views(images: torch.Tensor, augment: Augment, num_views: int, seed: int = 0,
                chunk: int = 10_000) -> list[AugmentedView]:

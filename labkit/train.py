@@ -24,7 +24,7 @@ from labkit.distillation import distillation_loss_parts, kl_at_temperature
 from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits
 from labkit.history import History
-from labkit.loader import AIRBENCH, Augment, Batch, Loader, make_views
+from labkit.loader import AIRBENCH, Augment, AugmentedView, Batch, Loader, make_views
 from labkit.models import CifarNet, init_whitening
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.validate import NonFiniteLogitsError, check_alpha, check_temperature
@@ -373,13 +373,13 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         if teacher_views > 0:
             views = make_views(data.train_images, config.augment, teacher_views, seed=views_seed)
             cached = parallel.place(teacher_logits_for_views(frozen, views, progress=progress))
-    labels = parallel.place(data.train_labels)
+    images, labels = parallel.place(data.train_images), parallel.place(data.train_labels)  # moved once, for all views
     if teacher_views > 0:
-        loader = Loader([parallel.place(v) for v in views], labels, config.batch_size, drop_last=True,
-                        seed=config.seed, channels_last=config.channels_last)
+        loader = Loader([AugmentedView(images, v.augment, v.offsets, v.flips) for v in views], labels,
+                        config.batch_size, drop_last=True, seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: cached[batch.view][batch.index]
     else:
-        loader = Loader(parallel.place(data.train_images), labels, config.batch_size, augment=config.augment,
+        loader = Loader(images, labels, config.batch_size, augment=config.augment,
                         drop_last=True, seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: frozen(batch.images)
 
