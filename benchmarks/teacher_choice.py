@@ -1,6 +1,6 @@
 """Which shipped teacher teaches better: the same student distilled from each, with plain and flip-averaged targets.
 
-    python benchmarks/teacher_choice.py [--quick] [--seeds 0 1 2]
+    python benchmarks/teacher_choice.py [--quick] [--seeds 0 1 2] [--wide]
 
 The student, split and budget of notebook 05 (:func:`labkit.experiments.headline_settings`): ``student_small``,
 4 epochs on 45,000 training images, 4 cached augmented views, 5,000 validation images. For each teacher target —
@@ -9,6 +9,9 @@ The student, split and budget of notebook 05 (:func:`labkit.experiments.headline
 candidates on validation with the first seed, then every seed trains with its own initial weights and batch order
 (the views, and so the teacher's cached logits, are shared). The test set is used once, for the final models.
 Paired differences between targets come with 95% t-intervals (:func:`labkit.stats.paired_interval`).
+
+``--wide`` searches a wider grid (T in {1, 2} x alpha in {0.5, 0.7, 0.9}, plus (3, 0.7) and (4, 0.9)) for the
+plain targets only, and writes ``teacher_choice_wide``: runs already made by the narrow search are reused.
 
 Finished runs are kept in runs/teacher_choice/ (hash-named), so an interrupted run continues where it stopped.
 Writes benchmarks/results/teacher_choice.json and .md (``_quick`` in quick mode). Measured on the JPEG copy of
@@ -34,23 +37,25 @@ from labkit.settings import QUICK_ENV, quick_mode
 from labkit.stats import paired_interval
 
 TEACHERS = ("teacher", "teacher_2")
-TARGETS = ("plain", "flip")
+WIDE_CANDIDATES = ((1.0, 0.5), (2.0, 0.5), (4.0, 0.9), (1.0, 0.7), (1.0, 0.9), (2.0, 0.7), (2.0, 0.9), (3.0, 0.7))
 
 
-def teacher_targets() -> dict[str, nn.Module]:
-    """Each shipped teacher, plain and flip-averaged, by name ("teacher_2, flip", ...)."""
+def teacher_targets(flip: bool = True) -> dict[str, nn.Module]:
+    """Each shipped teacher, plain and (with ``flip``) flip-averaged, by name ("teacher_2, flip", ...)."""
     out = {}
     for name in TEACHERS:
         model = load_pretrained(name)
         out[f"{name}, plain"] = model
-        out[f"{name}, flip"] = FlipAveraged(model)
+        if flip:
+            out[f"{name}, flip"] = FlipAveraged(model)
     return out
 
 
-def measure(name: str, target: nn.Module, data: CifarData, budget: Budget, store: str) -> dict:
+def measure(name: str, target: nn.Module, data: CifarData, budget: Budget, store: str,
+            candidates: tuple[tuple[float, float], ...]) -> dict:
     protocol = prepare(target, data, budget, store=store, log=lambda m: print(f"[{name}] {m}", flush=True))
-    best, tried = choose_on_validation(protocol, CANDIDATES)
-    T, alpha = CANDIDATES[best]
+    best, tried = choose_on_validation(protocol, candidates)
+    T, alpha = candidates[best]
     arm = run_arms(protocol, {name: dict(T=T, alpha=alpha)}, trained={(name, budget.seeds[0]): tried[best]})[name]
     test_logits = protocol.teacher_test_logits()
     return {"chosen": {"T": T, "alpha": alpha},
@@ -93,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"tiny subset, 2 epochs (also set by {QUICK_ENV}=1)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2): initial weights and batch order")
+    parser.add_argument("--wide", action="store_true", help="a wider (T, alpha) grid, plain targets only")
     args = parser.parse_args()
     if args.quick:
         os.environ[QUICK_ENV] = "1"
@@ -104,12 +110,15 @@ def main() -> None:
     started = time.perf_counter()
     data = load_cifar10(verbose=False)
     store = "runs/teacher_choice" + ("_quick" if quick else "")
-    results = {name: measure(name, target, data, budget, store) for name, target in teacher_targets().items()}
-    payload = {"command": "python benchmarks/teacher_choice.py" + (" --quick" if quick else ""),
+    candidates = WIDE_CANDIDATES if args.wide else CANDIDATES
+    results = {name: measure(name, target, data, budget, store, candidates)
+               for name, target in teacher_targets(flip=not args.wide).items()}
+    command = "python benchmarks/teacher_choice.py" + (" --wide" if args.wide else "") + (" --quick" if quick else "")
+    payload = {"command": command,
                "wall_seconds": round(time.perf_counter() - started, 1), "targets": results,
                "comparisons": comparisons(results),
                "best_on_validation": max(results, key=lambda n: results[n]["student"]["val_acc"]["mean"])}
-    name = "teacher_choice_quick" if quick else "teacher_choice"
+    name = "teacher_choice" + ("_wide" if args.wide else "") + ("_quick" if quick else "")
     write_json(name, payload)
     table = markdown(payload)
     print(table)

@@ -457,12 +457,15 @@ def check_probability_average(avg_probs: torch.Tensor, member_logits: Sequence[t
 
 def check_disagreement(disagree: torch.Tensor, conf_disagree: float, conf_agree: float,
                        member_logits: Sequence[torch.Tensor], ensemble_logits: torch.Tensor) -> None:
-    """Exercise 3 of 07_ensemble_teachers: where two members disagree, and the ensemble's top probability there."""
-    a, b = (z.argmax(1) for z in member_logits)
-    expected = a != b
+    """Exercise 3 of 07_ensemble_teachers: where the members do not all agree, and the ensemble's top probability there."""
+    predictions = torch.stack([z.argmax(1) for z in member_logits])
+    expected = (predictions != predictions[0]).any(0)
     mask = _tensor(disagree, "disagree", shape=tuple(expected.shape))
     if torch.equal(mask.bool(), ~expected):
         raise CheckFailed("`disagree` is True where the members *agree*: invert it")
+    if len(member_logits) > 2 and not torch.equal(expected, predictions[0] != predictions[1]) \
+            and torch.equal(mask.bool(), predictions[0] != predictions[1]):
+        raise CheckFailed(f"that compares the first two members only: look at all {len(member_logits)}")
     _compare(mask, expected, "disagree", {})
     top = _soft(ensemble_logits, 1.0).max(1).values
     max_logit = ensemble_logits.double().max(1).values

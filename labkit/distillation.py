@@ -13,8 +13,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from labkit.validate import (check_alpha, check_distributions, check_labels, check_logits, check_same_shape,
-                             check_temperature, warn_if_probabilities)
+from labkit.validate import (check_alpha, check_distributions, check_labels, check_logits, check_mask,
+                             check_same_shape, check_temperature, warn_if_probabilities)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -116,16 +116,32 @@ def distillation_loss_parts(
     labels: torch.Tensor,
     T: float = 2.0,
     alpha: float = 0.5,
+    *,
+    labelled: torch.Tensor | None = None,
 ) -> DistillationLoss:
-    """Hinton et al.'s loss with its parts; see :func:`distillation_loss` (introduced in 03_kl_divergence)."""
+    """Hinton et al.'s loss with its parts; see :func:`distillation_loss` (introduced in 03_kl_divergence).
+
+    ``labelled`` (a boolean mask, one entry per image) restricts the hard term to the images that have a label
+    (a transfer set, 05_distill_student): the others' entries of ``labels`` are ignored. Both terms stay means over
+    the *whole* batch, so every image's loss is ``alpha T² KL`` plus, if it is labelled, ``(1 - alpha) CE``.
+    """
     T, alpha = check_temperature(T), check_alpha(alpha)
     _check_logit_pair(student_logits, teacher_logits)
     batch_size, num_classes = student_logits.shape
-    check_labels(labels, batch_size, num_classes)
+    if labelled is None:
+        check_labels(labels, batch_size, num_classes)
+    else:
+        check_mask(labelled, batch_size)
+        if labelled.any():
+            check_labels(labels[labelled], int(labelled.sum()), num_classes)
 
     kl = _kl_at_temperature(student_logits, teacher_logits.detach(), T)
     with torch.autocast(device_type=student_logits.device.type, enabled=False):
-        ce = F.cross_entropy(student_logits.to(_compute_dtype(student_logits)), labels.long())
+        logits32 = student_logits.to(_compute_dtype(student_logits))
+        if labelled is None:
+            ce = F.cross_entropy(logits32, labels.long())
+        else:
+            ce = F.cross_entropy(logits32[labelled], labels[labelled].long(), reduction="sum") / batch_size
     soft = alpha * T**2 * kl
     hard = (1.0 - alpha) * ce
     return DistillationLoss(soft + hard, soft, hard)
@@ -137,6 +153,8 @@ def distillation_loss(
     labels: torch.Tensor,
     T: float = 2.0,
     alpha: float = 0.5,
+    *,
+    labelled: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``alpha * T**2 * KL(soft_targets(teacher, T) || soft_targets(student, T)) + (1 - alpha) * CE(student, labels)``.
 
@@ -146,5 +164,6 @@ def distillation_loss(
     teacher logits are detached. Computed in float32 log-space even under autocast. A teacher logit of -inf masks
     its class (probability 0, adding nothing to the KL); NaN or +inf logits, or -inf student logits, are a
     ValueError. Probabilities passed as logits give a :class:`~labkit.validate.LooksLikeProbabilitiesWarning`.
+    ``labelled`` masks the hard term to the images that have labels (see :func:`distillation_loss_parts`).
     """
-    return distillation_loss_parts(student_logits, teacher_logits, labels, T, alpha).total
+    return distillation_loss_parts(student_logits, teacher_logits, labels, T, alpha, labelled=labelled).total

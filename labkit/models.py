@@ -141,6 +141,8 @@ def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> 
 
 _REGISTRY: dict[str, Callable[[], CifarNet]] = {
     "teacher": lambda: CifarNet((64, 256, 256), stem_width=24, whiten=True),
+    # narrower early, wider late: another shape of the same family, for a more diverse ensemble (07)
+    "teacher_wide_last": lambda: CifarNet((48, 192, 384), stem_width=24, whiten=True),
     "student_small": lambda: CifarNet((24, 48, 64), stem_width=16, whiten=False),
     "student_medium": lambda: CifarNet((32, 80, 128), stem_width=16, whiten=False),
 }
@@ -152,7 +154,8 @@ def available() -> list[str]:
 
 
 def create(name: str) -> CifarNet:
-    """A freshly initialised model by name: ``"teacher"``, ``"student_small"`` or ``"student_medium"``."""
+    """A freshly initialised model by name: ``"teacher"``, ``"teacher_wide_last"``, ``"student_small"`` or
+    ``"student_medium"`` (introduced in 04_cifar_teacher)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {available()}")
     model = _REGISTRY[name]()

@@ -27,6 +27,7 @@ from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, AugmentedView, Batch, Loader, make_views
 from labkit.models import CifarNet, init_whitening
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+from labkit.transfer import TransferSetError, count_unlabelled, labelled_mask
 from labkit.validate import NonFiniteLogitsError, check_alpha, check_temperature
 
 
@@ -160,7 +161,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             model.stem.bias.requires_grad_(epoch < config.whiten_bias_epochs)
         loader.epoch = epoch
         trained.train()
-        started, sums = time.perf_counter(), {"seen": 0.0, "label_ce": 0.0}
+        started, sums = time.perf_counter(), {"seen": 0.0, "labelled": 0.0, "correct": 0.0, "label_ce": 0.0}
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
                    disable=not (progress and parallel.is_main_process))
         for batch in bar:
@@ -190,10 +191,12 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
                 else:
                     rho = config.ema_decay ** config.ema_every * (step / total_steps) ** config.ema_power
                     average.update(model, rho)
-            n = len(batch.labels)
+            n, has_label = len(batch.labels), labelled_mask(batch.labels)
             sums["seen"] += n
-            sums["train_acc"] = sums.get("train_acc", 0.0) + (logits.argmax(1) == batch.labels).sum().item()
-            sums["label_ce"] += F.cross_entropy(logits.float(), batch.labels, reduction="sum").item()
+            sums["labelled"] += has_label.sum().item()
+            sums["correct"] += (logits.argmax(1) == batch.labels)[has_label].sum().item()
+            sums["label_ce"] += F.cross_entropy(logits[has_label].float(), batch.labels[has_label],
+                                                reduction="sum").item()
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v.item()  # losses are sums over the batch
             bar.set_postfix(loss=f"{loss.item() / n:.3f}")
@@ -204,10 +207,12 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
         _check_finite_state(model, epoch, optimizer.param_groups[1]["lr"])
         seconds = time.perf_counter() - started
         sums = parallel.total(sums)
-        seen, label_ce = sums.pop("seen"), sums.pop("label_ce")
-        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
-        if chance_check and parallel.is_main_process:
-            _warn_at_chance(label_ce / max(seen, 1), row.get("train_acc", 0.0), logits.shape[1], epoch, config)
+        seen, labelled, correct, label_ce = (sums.pop(k) for k in ("seen", "labelled", "correct", "label_ce"))
+        # train_acc is over the labelled images only: unlabelled ones (a transfer set) have nothing to be right about
+        row = {"epoch": epoch + 1, "train_acc": correct / labelled if labelled else float("nan"),
+               **{k: v / max(seen, 1) for k, v in sums.items()}}
+        if chance_check and labelled and parallel.is_main_process:
+            _warn_at_chance(label_ce / labelled, row["train_acc"], logits.shape[1], epoch, config)
         row.update(evaluate_epoch(model))
         row.update(seconds=round(seconds, 2), images_per_s=round(seen / seconds, 1))
         history.append(row)
@@ -309,6 +314,11 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
     :class:`labkit.tracking.TensorBoardLogger` (05_distill_student). It runs on :func:`labkit.device`, and under
     ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md).
     """
+    if count_unlabelled(data):
+        raise TransferSetError(f"{count_unlabelled(data):,} training images have no label, and train() learns from "
+                               "labels only: distill them from a teacher (labkit.train.distill), give them the "
+                               "teacher's labels (labkit.transfer.pseudo_labelled), or keep only the labelled ones "
+                               "(labkit.transfer.labelled_part)")
     config = _configure(config, epochs, overrides)
     parallel = prepare_for_training(model, data, config, out)
     loader = Loader(parallel.place(data.train_images), parallel.place(data.train_labels), config.batch_size,
@@ -359,6 +369,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     if mix is not None and (teacher_views > 0 or alpha < 1):
         raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
                          f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
+    unlabelled = _check_transfer_set(data, alpha)
     config = _configure(config, epochs, overrides)
     parallel = prepare_for_training(student, data, config, out)
     progress = progress and parallel.is_main_process
@@ -394,7 +405,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         # Teacher first: its activations are freed before the student's are held for the backward pass.
         teacher_logits = teacher_batch(batch)
         logits = m(batch.images)
-        parts = distillation_loss_parts(logits, teacher_logits, batch.labels, T=T, alpha=alpha)
+        parts = distillation_loss_parts(logits, teacher_logits, batch.labels, T=T, alpha=alpha,
+                                        labelled=labelled_mask(batch.labels) if unlabelled else None)
         n = len(batch.labels)
         found = {"kl_part": parts.soft.detach() * n, "ce_part": parts.hard.detach() * n}
         total = parts.total
@@ -415,6 +427,18 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
                 callbacks=callbacks, chance_check=mix is None)
+
+
+def _check_transfer_set(data: CifarData, alpha: float) -> int:
+    """The number of unlabelled training images, after checking that ``alpha`` gives each kind a use."""
+    unlabelled = count_unlabelled(data)
+    if unlabelled == len(data.train_labels) and alpha < 1:
+        raise TransferSetError(f"no training image has a label, so the hard term (weight 1 - alpha = {1 - alpha:g}) "
+                               "has nothing to learn from: use alpha=1, or label some images")
+    if unlabelled and alpha == 0:
+        raise TransferSetError(f"alpha=0 learns from labels only, so the {unlabelled:,} unlabelled images would add "
+                               "nothing: raise alpha, or train on the labelled images alone (labkit.transfer.labelled_part)")
+    return unlabelled
 
 
 def _configure(config: TrainConfig | None, epochs: float | None, overrides: dict) -> TrainConfig:

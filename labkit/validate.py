@@ -78,6 +78,14 @@ def check_labels(labels: torch.Tensor, batch_size: int, num_classes: int) -> Non
         raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
 
 
+def check_mask(mask: torch.Tensor, batch_size: int) -> None:
+    """Raise unless ``mask`` is a boolean tensor of shape (batch_size,)."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError("the labelled mask must be a boolean torch.Tensor (True where an image has a label)")
+    if mask.shape != (batch_size,):
+        raise ValueError(f"the labelled mask must have shape ({batch_size},), got {tuple(mask.shape)}")
+
+
 class LooksLikeProbabilitiesWarning(UserWarning):
     """Logits whose every row lies in [0, 1] and sums to 1: probabilities were passed where raw logits belong."""
 

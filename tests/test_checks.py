@@ -343,6 +343,20 @@ def test_disagreement(capsys, logits):
     fails_with("all images", checks.check_disagreement, disagree, top[disagree].mean(), top.mean(), *args)
 
 
+def test_disagreement_of_three_members(capsys, logits):
+    noise = torch.Generator().manual_seed(3)
+    members = [logits[:500] + 2 * torch.randn(500, 10, generator=noise) for _ in range(3)]
+    ensemble = torch.stack(members).mean(0)
+    predictions = torch.stack([z.argmax(1) for z in members])
+    disagree = (predictions != predictions[0]).any(0)
+    first_two = predictions[0] != predictions[1]
+    assert not torch.equal(disagree, first_two)
+    top = torch.softmax(ensemble, 1).max(1).values
+    passes(capsys, checks.check_disagreement, disagree, top[disagree].mean(), top[~disagree].mean(), members, ensemble)
+    fails_with("first two members", checks.check_disagreement, first_two, top[first_two].mean(),
+               top[~first_two].mean(), members, ensemble)
+
+
 # 08_beyond_logits
 
 
