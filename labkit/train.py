@@ -344,6 +344,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
             out: str | Path | None = None, resume: bool = False, progress: bool = True,
             on_step: Callable[[int], None] | None = None, mix: Mixer | None = None,
             extra_loss: Callable[[Batch], torch.Tensor] | None = None, views_seed: int | None = None,
+            targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
             callbacks: Sequence[Callable[[dict], None]] = (), **overrides) -> History:
     """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
 
@@ -362,6 +363,10 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     needs ``alpha=1``. ``extra_loss(batch)``, called after both forward passes, adds a per-example-mean term
     (e.g. a feature hint), tracked as ``extra_part``.
 
+    A transfer set (:mod:`labkit.transfer`) mixes labelled and unlabelled training images: the unlabelled ones
+    get the soft term only. ``targets(teacher_logits, labels)`` replaces the teacher's logits of every training
+    batch, e.g. by :class:`labkit.controls.ClassAverageTargets` (05_distill_student).
+
     Under ``accelerate launch`` the student trains data parallel (docs/scaling.md); the teacher is not handed to
     Accelerate, so it stays frozen and outside the gradient averaging, and each process runs it on its own slice.
     """
@@ -370,6 +375,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
                          f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
     unlabelled = _check_transfer_set(data, alpha)
+    if targets is not None and getattr(targets, "T", T) != T:
+        raise ValueError(f"these targets were built for T={targets.T:g}; distill at that temperature (got T={T:g})")
     config = _configure(config, epochs, overrides)
     parallel = prepare_for_training(student, data, config, out)
     progress = progress and parallel.is_main_process
@@ -404,6 +411,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         batch = mixed(batch)
         # Teacher first: its activations are freed before the student's are held for the backward pass.
         teacher_logits = teacher_batch(batch)
+        if targets is not None:
+            teacher_logits = targets(teacher_logits, batch.labels)
         logits = m(batch.images)
         parts = distillation_loss_parts(logits, teacher_logits, batch.labels, T=T, alpha=alpha,
                                         labelled=labelled_mask(batch.labels) if unlabelled else None)
@@ -423,7 +432,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
 
     run = {"kind": "distill", **_plain(config), "T": T, "alpha": alpha, "teacher_views": teacher_views,
            "views_seed": views_seed, "teacher": fingerprint(frozen)[:16],
-           "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None}
+           "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None,
+           "targets": getattr(targets, "__name__", None)}
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
                 callbacks=callbacks, chance_check=mix is None)

@@ -13,7 +13,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from labkit.data import CifarData, stratified_indices
+from labkit.data import CifarData, ImageSubset, stratified_indices
 from labkit.evaluate import predict_logits
 
 UNLABELLED = -1
@@ -60,9 +60,16 @@ def with_unlabelled(data: CifarData, images: torch.Tensor) -> CifarData:
                                            torch.full((len(images),), UNLABELLED, dtype=data.train_labels.dtype)]))
 
 
-def labelled_part(data: CifarData) -> CifarData:
-    """Only the training images of ``data`` that have a label (nothing is copied)."""
-    return data.keep_train(labelled_mask(data.train_labels))
+def labelled_part(data: CifarData, repeat: int = 1) -> CifarData:
+    """Only the training images of ``data`` that have a label, each ``repeat`` times (nothing is copied).
+
+    Repeating gives a small labelled set as many images per epoch as a larger one, so that arms trained on
+    either see the same number of images in the same number of epochs (and are evaluated as often).
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    index = labelled_mask(data.train_labels).nonzero().flatten().repeat(repeat)
+    return replace(data, train_images=ImageSubset(data.train_images, index), train_labels=data.train_labels[index])
 
 
 @torch.no_grad()

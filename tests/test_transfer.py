@@ -92,6 +92,9 @@ def test_a_transfer_set_keeps_labels_per_class_and_the_validation_split(small):
     assert count_unlabelled(t) == len(small.train_labels) - 50
     assert torch.equal(t.val_labels, small.val_labels) and t.train_images is small.train_images
     assert len(labelled_part(t).train_labels) == 50
+    tiled = labelled_part(t, repeat=3)
+    assert torch.equal(tiled.train_labels, t.train_labels[kept].repeat(3))
+    assert torch.equal(tiled.train_images[:], small.train_images[:][kept].repeat(3, 1, 1, 1))
     with pytest.raises(TransferSetError, match="already"):
         transfer_set(t, 5)
 

@@ -1,0 +1,76 @@
+"""The control teachers: uniform = label smoothing (against torch's label_smoothing), the class average."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labkit import models
+from labkit.controls import ClassAverageTargets, UniformTeacher
+from labkit.distillation import distillation_loss
+from labkit.teacher import fingerprint
+from labkit.train import distill, train
+from labkit.transfer import UNLABELLED, TransferSetError
+
+FAST = dict(batch_size=100, progress=False)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.2, 0.5])
+def test_distilling_from_the_uniform_teacher_at_T1_is_label_smoothing(epsilon):
+    gen = torch.Generator().manual_seed(0)
+    student = torch.randn(32, 10, generator=gen, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 10, (32,), generator=gen)
+    uniform = UniformTeacher(10)(student).double()
+    ours = distillation_loss(student, uniform, labels, T=1.0, alpha=epsilon)
+    smoothed = F.cross_entropy(student, labels, label_smoothing=epsilon)
+    assert torch.allclose(ours, smoothed - epsilon * math.log(10), atol=1e-12)
+    (g1,), (g2,) = torch.autograd.grad(ours, student), torch.autograd.grad(smoothed, student)
+    assert torch.allclose(g1, g2, atol=1e-12)
+
+
+def test_the_uniform_teacher_has_its_own_fingerprint():
+    assert fingerprint(UniformTeacher(10)) != fingerprint(UniformTeacher(100))
+    assert fingerprint(UniformTeacher(10)) != fingerprint(torch.nn.Identity())
+
+
+def test_class_average_targets_are_each_classes_mean_soft_prediction():
+    gen = torch.Generator().manual_seed(1)
+    logits = 3 * torch.randn(200, 10, generator=gen)
+    labels = torch.arange(200) % 10
+    T = 2.0
+    targets = ClassAverageTargets.from_logits(logits, labels, T)
+    batch_labels = torch.tensor([3, 3, 7])
+    out = targets(torch.zeros(3, 10), batch_labels)
+    for row, c in zip(out, batch_labels):
+        expected = torch.softmax(logits[labels == c] / T, 1).mean(0)
+        assert torch.allclose(torch.softmax(row / T, 0), expected, atol=1e-6)
+    assert torch.equal(out[0], out[1])  # the same class, the same target, whatever the image
+    with pytest.raises(TransferSetError):
+        targets(torch.zeros(1, 10), torch.tensor([UNLABELLED]))
+    with pytest.raises(ValueError, match="missing: \\[9\\]"):
+        ClassAverageTargets.from_logits(logits[labels != 9], labels[labels != 9], T)
+    assert targets.__name__ != ClassAverageTargets.from_logits(logits, labels, 4.0).__name__
+
+
+@pytest.fixture(scope="module")
+def small(local_cifar):
+    return local_cifar.subset(train_per_class=50, test_per_class=20, seed=0).with_validation(10, seed=0)
+
+
+def test_distilling_with_class_average_targets_runs_and_checks_the_temperature(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    teacher = models.create("student_small")
+    train(teacher, small, epochs=2, **FAST)
+    teacher.eval()
+    with torch.no_grad():
+        teacher_logits = teacher(small.train_images[:].float() / 255)
+    targets = ClassAverageTargets.from_logits(teacher_logits, small.train_labels, T=2.0)
+    with pytest.raises(ValueError, match="built for T=2"):
+        distill(models.create("student_small"), teacher, small, T=4.0, alpha=0.5, epochs=1, targets=targets, **FAST)
+    history = distill(models.create("student_small"), teacher, small, T=2.0, alpha=0.9, epochs=1, targets=targets,
+                      **FAST)
+    assert math.isfinite(history.last["loss"])
