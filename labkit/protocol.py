@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from labkit import models
-from labkit.data import CifarData
+from labkit.data import CifarData, ImageSubset
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
@@ -183,7 +183,8 @@ class Protocol:
         """Where the run of these settings is kept: named by a hash of everything that decides its result."""
         described = {k: getattr(v, "__name__", v) for k, v in options.items()}
         what = json.dumps({"budget": asdict(self.budget), "seed": seed, "options": described,
-                           "teacher": fingerprint(teacher), "data": self.settings()}, sort_keys=True, default=str)
+                           "teacher": fingerprint(teacher), "data": self.settings(),
+                           "training_set": _training_set_digest(self.data)}, sort_keys=True, default=str)
         return Path(self.store) / hashlib.sha256(what.encode()).hexdigest()[:20]
 
     def teacher_test_logits(self, teacher: nn.Module | None = None) -> torch.Tensor:
@@ -205,6 +206,15 @@ class Protocol:
         if data.val_images is None:
             raise ValueError("the new training data must keep the validation split")
         return replace(self, data=data, budget=replace(self.budget, **budget_changes), _test_logits=self._test_logits)
+
+
+def _training_set_digest(data: CifarData) -> str:
+    """A digest of which training images there are and their labels: runs on other training sets of the same size
+    (another labelled fraction, pseudo-labels) must not be taken for each other."""
+    h = hashlib.sha256(data.train_labels.numpy().tobytes())
+    images = data.train_images
+    h.update(images.index.numpy().tobytes() if isinstance(images, ImageSubset) else str(tuple(images.shape)).encode())
+    return h.hexdigest()[:16]
 
 
 def prepare(teacher: nn.Module, data: CifarData, budget: Budget, *, progress: bool = False,

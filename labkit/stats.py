@@ -36,3 +36,21 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
     low, high = mean - half, mean + half
     return {"mean": mean, "low": low, "high": high, "confidence": confidence, "n": len(diffs), "differences": diffs,
             "shown": bool(low > 0 or high < 0)}
+
+
+def gains_over(arms: dict[str, Sequence[float]], baseline: str, confidence: float = 0.95) -> dict[str, dict]:
+    """Each arm's paired difference from ``baseline`` (values per seed, in the same seed order), with its interval.
+
+    The one reporting rule of the course's experiments (05_distill_student): a gain is claimed only where its
+    interval excludes 0 (``shown``); otherwise it is "not shown", whatever its mean.
+    """
+    if baseline not in arms:
+        raise ValueError(f"baseline {baseline!r} is not one of the arms {list(arms)}")
+    return {name: paired_interval(values, arms[baseline], confidence)
+            for name, values in arms.items() if name != baseline}
+
+
+def describe_gain(gain: dict, unit: float = 100.0, suffix: str = " points") -> str:
+    """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``)."""
+    return (f"{unit * gain['mean']:+.2f}{suffix}, {gain['confidence']:.0%} interval [{unit * gain['low']:+.2f}, "
+            f"{unit * gain['high']:+.2f}]: {'shown' if gain['shown'] else 'not shown'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,3 +74,10 @@ def test_a_stored_run_is_read_back_not_retrained_and_seeds_can_draw_their_own_ba
     assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), model2.state_dict().values()))
     again.train(1, T=4.0, alpha=0.5)  # other settings: a run of its own
     assert len(calls) == 2
+    relabelled = again.data.train_labels.roll(1)  # a training set of the same size, other labels
+    again.with_training(replace(again.data, train_labels=relabelled)).train(1, T=2.0, alpha=0.5)
+    assert len(calls) == 3
+    fewer = again.data.keep_train(torch.arange(len(relabelled)) % 2 == 0)
+    again.with_training(fewer).train(1, T=2.0, alpha=0.5)
+    again.with_training(again.data.keep_train(torch.arange(len(relabelled)) % 2 == 1)).train(1, T=2.0, alpha=0.5)
+    assert len(calls) == 5  # the same number of images, other images
