@@ -32,7 +32,7 @@ from labkit.data import CifarData, load_cifar10
 from labkit.evaluate import FlipAveraged, accuracy, expected_calibration_error
 from labkit.experiments import CANDIDATES, headline_settings
 from labkit.pretrained import load_pretrained
-from labkit.protocol import Budget, choose_on_validation, prepare, run_arms, summaries
+from labkit.protocol import Budget, prepare, run_chosen, summaries
 from labkit.settings import QUICK_ENV, quick_mode
 from labkit.stats import paired_interval
 
@@ -54,12 +54,9 @@ def teacher_targets(flip: bool = True) -> dict[str, nn.Module]:
 def measure(name: str, target: nn.Module, data: CifarData, budget: Budget, store: str,
             candidates: tuple[tuple[float, float], ...]) -> dict:
     protocol = prepare(target, data, budget, store=store, log=lambda m: print(f"[{name}] {m}", flush=True))
-    best, tried = choose_on_validation(protocol, candidates)
-    T, alpha = candidates[best]
-    arm = run_arms(protocol, {name: dict(T=T, alpha=alpha)}, trained={(name, budget.seeds[0]): tried[best]})[name]
+    arm = run_chosen(protocol, name, candidates)
     test_logits = protocol.teacher_test_logits()
-    return {"chosen": {"T": T, "alpha": alpha},
-            "candidates": [{"T": r["T"], "alpha": r["alpha"], "val_acc": r["val_acc"]} for _, r in tried],
+    return {"chosen": arm["chosen"], "candidates": arm["candidates"],
             "teacher": {"test_acc": accuracy(test_logits, protocol.data.test_labels),
                         "test_ece": expected_calibration_error(test_logits, protocol.data.test_labels)},
             "student": summaries(arm), "runs": arm["runs"], "settings": protocol.settings()}

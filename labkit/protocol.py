@@ -281,3 +281,15 @@ def summaries(arm: dict) -> dict:
     """An arm of :func:`run_arms` without its runs."""
     return {k: v for k, v in arm.items() if k != "runs"}
 
+
+
+def run_chosen(protocol: Protocol, name: str, candidates: Sequence[tuple[float, float]], *,
+               teacher: nn.Module | None = None) -> dict:
+    """An arm whose (T, alpha) is chosen among ``candidates`` on validation with the first seed, then run with
+    every seed (05_distill_student): :func:`run_arms`' arm plus ``chosen`` and each candidate's validation accuracy."""
+    best, tried = choose_on_validation(protocol, candidates, teacher=teacher)
+    T, alpha = candidates[best]
+    options = {"T": T, "alpha": alpha, **({"teacher": teacher} if teacher is not None else {})}
+    arm = run_arms(protocol, {name: options}, trained={(name, protocol.budget.seeds[0]): tried[best]})[name]
+    return {"chosen": {"T": T, "alpha": alpha},
+            "candidates": [{"T": r["T"], "alpha": r["alpha"], "val_acc": r["val_acc"]} for _, r in tried], **arm}

@@ -38,17 +38,19 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
             "shown": bool(low > 0 or high < 0)}
 
 
-def gains_over(arms: dict[str, Sequence[float]], baseline: str, confidence: float = 0.95) -> dict[str, dict]:
-    """Each arm's paired difference from ``baseline`` (values per seed, in the same seed order), with its interval.
+
+def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, str]],
+                 confidence: float = 0.95) -> dict[str, dict]:
+    """``"a - b"`` for each ``(a, b)`` in ``pairs``: the paired difference of the arms' values per seed (in the same
+    seed order), with its interval (:func:`paired_interval`).
 
     The one reporting rule of the course's experiments (05_distill_student): a gain is claimed only where its
     interval excludes 0 (``shown``); otherwise it is "not shown", whatever its mean.
     """
-    if baseline not in arms:
-        raise ValueError(f"baseline {baseline!r} is not one of the arms {list(arms)}")
-    return {name: paired_interval(values, arms[baseline], confidence)
-            for name, values in arms.items() if name != baseline}
-
+    missing = sorted({name for pair in pairs for name in pair} - set(arms))
+    if missing:
+        raise ValueError(f"no arm named {missing}; the arms are {list(arms)}")
+    return {f"{a} - {b}": paired_interval(arms[a], arms[b], confidence) for a, b in pairs}
 
 def describe_gain(gain: dict, unit: float = 100.0, suffix: str = " points") -> str:
     """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import zlib
 
 import torch
@@ -72,7 +73,8 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
         return cached["logits"]
     chunks = [(k, s) for k in range(len(views)) for s in range(0, len(views[k]), batch_size)]
     out = [[] for _ in views]
-    device = next(teacher.parameters()).device  # a GPU under `accelerate launch` (docs/scaling.md)
+    # a GPU under `accelerate launch` (docs/scaling.md); a teacher without weights (labkit.controls) has a buffer
+    device = next(itertools.chain(teacher.parameters(), teacher.buffers())).device
     with eval_mode(teacher), torch.no_grad():
         for k, s in tqdm(chunks, desc="teacher logits", disable=not progress, leave=False):
             x = to_float(views[k][s:s + batch_size].to(device), channels_last=True)

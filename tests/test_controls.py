@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from labkit import models
 from labkit.controls import ClassAverageTargets, UniformTeacher
 from labkit.distillation import distillation_loss
-from labkit.teacher import fingerprint
+from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.train import distill, train
 from labkit.transfer import UNLABELLED, TransferSetError
 
@@ -74,3 +74,10 @@ def test_distilling_with_class_average_targets_runs_and_checks_the_temperature(s
     history = distill(models.create("student_small"), teacher, small, T=2.0, alpha=0.9, epochs=1, targets=targets,
                       **FAST)
     assert math.isfinite(history.last["loss"])
+
+
+def test_the_uniform_teachers_logits_are_cached_like_any_teachers(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
+    logits = teacher_logits_for_views(FrozenTeacher(UniformTeacher(10)), [images, images], progress=False)
+    assert logits.shape == (2, 7, 10) and not logits.any()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from labkit.stats import describe_gain, gains_over, paired_interval
+from labkit.stats import describe_gain, paired_gains, paired_interval
 
 values = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=8)
 
@@ -34,11 +34,11 @@ def test_a_gain_whose_interval_includes_zero_is_not_shown():
 
 def test_gains_over_a_baseline_are_paired_per_seed_and_described_honestly():
     arms = {"labels only": [0.70, 0.72, 0.71], "distilled": [0.75, 0.78, 0.76], "noisy": [0.69, 0.74, 0.71]}
-    gains = gains_over(arms, "labels only")
-    assert set(gains) == {"distilled", "noisy"}
-    assert gains["distilled"]["differences"] == pytest.approx([0.05, 0.06, 0.05])
-    assert describe_gain(gains["distilled"]).startswith("+5.33 points, 95% interval [+")
-    assert describe_gain(gains["distilled"]).endswith(": shown")
-    assert describe_gain(gains["noisy"]).endswith(": not shown")
-    with pytest.raises(ValueError, match="baseline"):
-        gains_over(arms, "scratch")
+    gains = paired_gains(arms, [("distilled", "labels only"), ("noisy", "labels only"), ("distilled", "noisy")])
+    assert list(gains) == ["distilled - labels only", "noisy - labels only", "distilled - noisy"]
+    assert gains["distilled - labels only"]["differences"] == pytest.approx([0.05, 0.06, 0.05])
+    assert describe_gain(gains["distilled - labels only"]).startswith("+5.33 points, 95% interval [+")
+    assert describe_gain(gains["distilled - labels only"]).endswith(": shown")
+    assert describe_gain(gains["noisy - labels only"]).endswith(": not shown")
+    with pytest.raises(ValueError, match="scratch"):
+        paired_gains(arms, [("distilled", "scratch")])

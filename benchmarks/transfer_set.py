@@ -1,0 +1,138 @@
+"""Distillation where it wins: few labels, many unlabelled images, and a teacher that labels them.
+
+    python benchmarks/transfer_set.py [--quick] [--fractions 0.01 0.02 0.1] [--seeds 0 1 2 3 4]
+
+The teacher stands for a model trained elsewhere, on labels the student's owner does not have (here: the shipped
+default teacher, trained on all 50,000 training labels); the student's owner has a few labelled images and many
+unlabelled ones. A validation split (500 images per class) is held out first, with its labels, for choosing
+settings; of the other 45,000 training images a stratified ``fraction`` keeps its labels. Arms, all
+``student_small`` through one :class:`labkit.protocol.Protocol`:
+
+* **(a) labels only**: the labelled images, cross-entropy with label smoothing chosen on validation among
+  {0, 0.1, 0.2} (run as distillation from :class:`labkit.controls.UniformTeacher` at T = 1, which is label smoothing);
+* **(b) distilled, labelled images only**: the teacher's soft targets on the same labelled images;
+* **(c) distilled with the transfer set**: every training image; the unlabelled ones get the soft term only;
+* **(d) hard pseudo-labels**: every training image, the unlabelled ones labelled with the teacher's top class,
+  cross-entropy with label smoothing chosen as in (a): the same images as (c) without the teacher's probabilities.
+
+Equal budget: every run sees ``epochs`` x 45,000 augmented images in batches of 512 under the same schedule (the
+labelled-only arms repeat their images to fill an epoch), on 4 cached augmented views. (T, alpha) for (b) and (c),
+and the label smoothing of (a) and (d), are chosen on validation with the first seed; every seed then varies the
+initial weights and the batch order; the test set is used once, for the final models. Paired differences come with
+95% t-intervals (:func:`labkit.stats.paired_gains`).
+
+Finished runs are kept in runs/transfer_set/ (hash-named), so an interrupted run continues where it stopped, and
+each fraction can be run on its own (``--fractions 0.02``): results merge into benchmarks/results/transfer_set.json
+and .md (``_quick`` in quick mode). Measured on the JPEG copy of CIFAR-10 that load_cifar10 finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from _common import RESULTS, machine, write_json
+from labkit.controls import UniformTeacher
+from labkit.data import load_cifar10
+from labkit.pretrained import load_teacher
+from labkit.protocol import Budget, Protocol, prepare, run_chosen, summaries
+from labkit.settings import QUICK_ENV, pick, quick_mode
+from labkit.stats import describe_gain, paired_gains
+from labkit.transfer import labelled_mask, labelled_part, pseudo_labelled, transfer_set
+
+SMOOTHING = ((1.0, 0.0), (1.0, 0.1), (1.0, 0.2))  # (T, alpha) with the uniform teacher: label smoothing alpha
+DISTILLATION = ((1.0, 0.5), (2.0, 0.9), (4.0, 1.0))
+ARMS = ("labels only", "distilled, labelled only", "distilled, transfer set", "pseudo-labels")
+GAINS = (("distilled, transfer set", "labels only"), ("distilled, transfer set", "pseudo-labels"),
+         ("distilled, labelled only", "labels only"), ("pseudo-labels", "labels only"))
+
+
+def fraction_result(base: Protocol, fraction: float) -> dict:
+    """Every arm at one labelled fraction, and the paired differences between them."""
+    classes = len(base.data.classes)
+    per_class = max(1, round(fraction * len(base.data.train_labels) / classes))
+    transfer = transfer_set(base.data, per_class, seed=base.budget.data_seed)
+    repeat = round(len(transfer.train_labels) / (per_class * classes))
+    labelled = base.with_training(labelled_part(transfer, repeat))
+    everything = base.with_training(transfer)
+    pseudo = base.with_training(pseudo_labelled(transfer, base.teacher))
+    unlabelled = ~labelled_mask(transfer.train_labels)
+    agree = (pseudo.data.train_labels[unlabelled] == base.data.train_labels[unlabelled]).float().mean().item()
+    base.say(f"{fraction:g} of the labels: {per_class * classes:,} labelled images (repeated {repeat}x), "
+             f"{int(unlabelled.sum()):,} unlabelled; the teacher's labels for them are right on {agree:.1%}")
+    uniform = UniformTeacher(classes)
+    arms = {"labels only": run_chosen(labelled, "labels only", SMOOTHING, teacher=uniform),
+            "distilled, labelled only": run_chosen(labelled, "distilled, labelled only", DISTILLATION),
+            "distilled, transfer set": run_chosen(everything, "distilled, transfer set", DISTILLATION),
+            "pseudo-labels": run_chosen(pseudo, "pseudo-labels", SMOOTHING, teacher=uniform)}
+    test = {name: arm["test_acc"]["values"] for name, arm in arms.items()}
+    return {"labelled_images": per_class * classes, "labelled_per_class": per_class, "repeat": repeat,
+            "images_per_epoch": len(transfer.train_labels), "pseudo_label_accuracy": agree,
+            "arms": {name: summaries(arm) for name, arm in arms.items()},
+            "runs": {name: arm["runs"] for name, arm in arms.items()},
+            "gains": paired_gains(test, GAINS)}
+
+
+def markdown(payload: dict) -> str:
+    lines = ["| labels | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+    for fraction, r in sorted(payload["fractions"].items(), key=lambda kv: float(kv[0])):
+        cells = []
+        for name in ARMS:
+            arm = r["arms"][name]
+            t, c = arm["test_acc"], arm["chosen"]
+            setting = f"eps {c['alpha']:g}" if name in ("labels only", "pseudo-labels") else f"T {c['T']:g}, alpha {c['alpha']:g}"
+            cells.append(f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f} ({setting})")
+        lines.append(f"| {float(fraction):.0%} ({r['labelled_images']:,} images) | " + " | ".join(cells) + " |")
+    lines += ["", "| labels | paired difference (test accuracy) | mean, 95% interval |", "|---|---|---|"]
+    for fraction, r in sorted(payload["fractions"].items(), key=lambda kv: float(kv[0])):
+        for pair, gain in r["gains"].items():
+            lines.append(f"| {float(fraction):.0%} | {pair} | {describe_gain(gain)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"tiny subset, 2 epochs (also set by {QUICK_ENV}=1)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.1],
+                        help="labelled fractions of the training images (default 0.01 0.02 0.1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="seeds: initial weights and batch order (default 0 1 2 3 4)")
+    parser.add_argument("--epochs", type=float, default=4.0, help="epochs of 45,000 images per run (default 4)")
+    args = parser.parse_args()
+    if args.quick:
+        os.environ[QUICK_ENV] = "1"
+    quick = quick_mode()
+    budget = Budget(student="student_small", epochs=pick(args.epochs, 2), seeds=tuple(args.seeds), teacher_views=4,
+                    batch_size=pick(512, 100), val_per_class=pick(500, 20), train_per_class=pick(None, 100),
+                    test_per_class=pick(None, 30), data_seed=0, batch_order_per_seed=True)
+    started = time.perf_counter()
+    base = prepare(load_teacher(), load_cifar10(verbose=False), budget, store="runs/transfer_set" + ("_quick" if quick else ""),
+                   log=lambda m: print(m, flush=True))
+    name = "transfer_set" + ("_quick" if quick else "")
+    path = RESULTS / f"{name}.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {"fractions": {}}
+    if payload.get("settings", {}).get("seeds", list(budget.seeds)) != list(budget.seeds) or \
+            payload.get("settings", {}).get("epochs", budget.epochs) != budget.epochs:
+        payload = {"fractions": {}}  # other seeds or budget: the old fractions are not comparable
+    for fraction in args.fractions:
+        payload["fractions"][f"{fraction:g}"] = fraction_result(base, fraction)
+    payload.update(command="python benchmarks/transfer_set.py" + (" --quick" if quick else ""),
+                   settings=base.settings(smoothing_candidates=SMOOTHING, distillation_candidates=DISTILLATION),
+                   wall_seconds_last_call=round(time.perf_counter() - started, 1))
+    payload.pop("machine", None)
+    write_json(name, payload)
+    table = markdown(payload)
+    print(table)
+    m = machine()
+    header = (f"# Distillation with a transfer set{' (quick mode: not a result)' if quick else ''}\n\n"
+              f"`{payload['command']}`: {len(budget.seeds)} seeds, {budget.epochs:g} epochs of "
+              f"{base.settings()['train_images']:,} images per run, on {m['cpu']} ({m['torch_threads']} torch threads), "
+              f"{m['date']}. Test accuracy (%) of the final models, mean ± std over seeds, with the setting chosen on "
+              "validation.\n\n")
+    (RESULTS / f"{name}.md").write_text(header + table)
+
+
+if __name__ == "__main__":
+    main()
