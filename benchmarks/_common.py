@@ -26,3 +26,14 @@ def write_json(name: str, payload: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def write_report(name: str, payload: dict, title: str, about: str, table: str, quick: bool) -> None:
+    """``payload`` as ``<name>.json``, and ``table`` under a header (title, the command's ``about`` line and the
+    machine) as ``<name>.md``, both in benchmarks/results; the table is printed too."""
+    write_json(name, payload)
+    print(table)
+    m = machine()
+    header = (f"# {title}{' (quick mode: not a result)' if quick else ''}\n\n`{payload['command']}`: {about}, on "
+              f"{m['cpu']} ({m['torch_threads']} torch threads), {m['date']}.\n\n")
+    (RESULTS / f"{name}.md").write_text(header + table)

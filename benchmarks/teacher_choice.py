@@ -27,7 +27,7 @@ from itertools import combinations
 
 from torch import nn
 
-from _common import RESULTS, machine, write_json
+from _common import write_report
 from labkit.data import CifarData, load_cifar10
 from labkit.evaluate import FlipAveraged, accuracy, expected_calibration_error
 from labkit.experiments import CANDIDATES, headline_settings
@@ -116,15 +116,9 @@ def main() -> None:
                "comparisons": comparisons(results),
                "best_on_validation": max(results, key=lambda n: results[n]["student"]["val_acc"]["mean"])}
     name = "teacher_choice" + ("_wide" if args.wide else "") + ("_quick" if quick else "")
-    write_json(name, payload)
-    table = markdown(payload)
-    print(table)
-    m = machine()
-    header = (f"# Which teacher teaches better{' (quick mode: not a result)' if quick else ''}\n\n`{payload['command']}`: "
-              f"{payload['wall_seconds'] / 60:.1f} min on {m['cpu']} ({m['torch_threads']} torch threads), "
-              f"seeds {list(budget.seeds)}, {m['date']}. Wall time includes runs read back from runs/teacher_choice.\n\n")
-    (RESULTS / f"{name}.md").write_text(header + table)
-
+    about = (f"{payload['wall_seconds'] / 60:.1f} min, seeds {list(budget.seeds)} (the wall time includes runs read "
+             "back from runs/teacher_choice)")
+    write_report(name, payload, "Which teacher teaches better", about, markdown(payload), quick)
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ import json
 import os
 import time
 
-from _common import RESULTS, machine, write_json
+from _common import RESULTS, write_report
 from labkit.controls import UniformTeacher
 from labkit.data import load_cifar10
 from labkit.pretrained import load_teacher
@@ -122,17 +122,9 @@ def main() -> None:
                    settings=base.settings(smoothing_candidates=SMOOTHING, distillation_candidates=DISTILLATION),
                    wall_seconds_last_call=round(time.perf_counter() - started, 1))
     payload.pop("machine", None)
-    write_json(name, payload)
-    table = markdown(payload)
-    print(table)
-    m = machine()
-    header = (f"# Distillation with a transfer set{' (quick mode: not a result)' if quick else ''}\n\n"
-              f"`{payload['command']}`: {len(budget.seeds)} seeds, {budget.epochs:g} epochs of "
-              f"{base.settings()['train_images']:,} images per run, on {m['cpu']} ({m['torch_threads']} torch threads), "
-              f"{m['date']}. Test accuracy (%) of the final models, mean ± std over seeds, with the setting chosen on "
-              "validation.\n\n")
-    (RESULTS / f"{name}.md").write_text(header + table)
-
+    about = (f"{len(budget.seeds)} seeds, {budget.epochs:g} epochs of {base.settings()['train_images']:,} images per "
+             "run. Test accuracy (%) of the final models, mean ± std over seeds, with the setting chosen on validation")
+    write_report(name, payload, "Distillation with a transfer set", about, markdown(payload), quick)
 
 if __name__ == "__main__":
     main()
