@@ -22,6 +22,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher": ("teacher", "teacher.safetensors", "97b210e218349697b69ace89d273eacabb64249ea9df91b321c7e5be543404e8"),
     "teacher_2": ("teacher", "teacher_2.safetensors", "dd6e3c3c15e658e6cf6d24ed7d28144e86e809a573287d92b3203ddff2ea5ade"),
+    "teacher_3": ("teacher_wide_last", "teacher_3.safetensors",
+                  "f4c6a674e3afe5b2fc86b8000475f0bdf8b5c8e523e689aed666049afe8d383b"),
     "student_small_scratch": ("student_small", "student_small_scratch.safetensors",
                               "274eca8db0f6ada63c66e1af714bb8dc18133411268c99cad6e5e8b6ef1c38cf"),
     "student_small_distilled": ("student_small", "student_small_distilled.safetensors",
