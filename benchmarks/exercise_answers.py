@@ -2,7 +2,7 @@
 
     python benchmarks/exercise_answers.py [--only 06-e1 06-e2 ...]
 
-Each section reruns one exercise the way its notebook asks, at the notebook's own full-mode settings (the same
+Each section reruns one exercise the way its notebook asks, at the settings the exercise names (the same
 validation split, student, epochs, batches and teacher views), and compares with the numbers that notebook's
 full run saved in ``benchmarks/results/`` (what a learner compares with). Only validation accuracy is used: the
 test set is for the final answers of the notebooks. Sections run separately are merged into
@@ -26,19 +26,20 @@ from _common import RESULTS, machine, print_table
 from labkit import models
 from labkit.beyond import distill_with_hints, function_matching
 from labkit.data import CifarData, load_cifar10
-from labkit.experiments import headline_settings
+from labkit.experiments import short_budget
 from labkit.protocol import train_student
 from labkit.loader import mixup
 from labkit.pretrained import load_teacher
 from labkit.settings import pick, quick_mode
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
-from labkit.train import TrainingDivergedError, distill, train
+from labkit.train import TrainingDivergedError, distill
 from labkit.tuning import soft_target_profile
 
 SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 100), teacher_views=4, data_seed=0)
 SWEEP_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 06
 BEYOND = dict(student="student_small", epochs=pick(4, 1), batch_size=pick(512, 100), data_seed=0)
 BEYOND_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 08
+SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercises 2 and 3, at labkit.experiments.short_budget()
 
 
 def without_t_squared(T: float, alpha: float) -> tuple[float, float]:
@@ -145,53 +146,33 @@ def e06_without_t2(ctx: dict) -> dict:
             "runs": runs}
 
 
-def e05_label_smoothing(ctx: dict) -> dict:
-    """05, exercise 1: student_small trained by labkit.train.train (fresh augmentation, label smoothing 0.2)."""
-    headline = notebook_results("05_distill_student")
-    s = headline_settings()
-    accs = []
-    for seed in s["seeds"]:
-        torch.manual_seed(seed)
-        student = models.create(s["student"])
-        started = time.perf_counter()
-        history = train(student, ctx["headline_tune"], epochs=s["epochs"], batch_size=s["batch_size"], seed=0,
-                        progress=False)
-        accs.append(history.last["val_acc"])
-        print(f"  train(), seed {seed}: val_acc {accs[-1]:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
-    arms = headline["arms"]
-    return {"recipe_val_acc": accs, "scratch_val_acc": arms["scratch"]["val_acc"]["values"],
-            "distilled_val_acc": arms["distilled"]["val_acc"]["values"]}
-
-
 def e05_medium(ctx: dict) -> dict:
-    """05, exercise 2: student_medium, labels only vs distilled at notebook 05's chosen T and alpha."""
-    headline = notebook_results("05_distill_student")
-    s = headline_settings()
-    T, alpha = headline["chosen"]["T"], headline["chosen"]["alpha"]
-    common = dict(student="student_medium", epochs=s["epochs"], batch_size=s["batch_size"],
-                  teacher_views=s["teacher_views"], data_seed=0)
-    scratch = [val_run(ctx["teacher"], ctx["headline_tune"], T=T, alpha=0.0, seed=k, **common) for k in s["seeds"]]
-    distilled = [val_run(ctx["teacher"], ctx["headline_tune"], T=T, alpha=alpha, seed=k, **common) for k in s["seeds"]]
-    arms = headline["arms"]
-    small_gains = [d - c for d, c in zip(arms["distilled"]["val_acc"]["values"], arms["scratch"]["val_acc"]["values"])]
-    return {"T": T, "alpha": alpha, "medium_scratch": [r["val_acc"] for r in scratch],
-            "medium_distilled": [r["val_acc"] for r in distilled],
-            "medium_paired_gains": [d["val_acc"] - c["val_acc"] for d, c in zip(distilled, scratch)],
-            "small_paired_gains": small_gains, "runs": scratch + distilled}
+    """05, exercise 2: student_small and student_medium, labels only vs distilled (T=1, alpha=0.5), short budget."""
+    b = short_budget()
+    common = dict(epochs=b.epochs, batch_size=b.batch_size, teacher_views=b.teacher_views, data_seed=b.data_seed,
+                  T=SHORT_T)
+    out = {"T": SHORT_T, "alpha": SHORT_ALPHA, "runs": []}
+    for student in ("student_small", "student_medium"):
+        arms = {alpha: [val_run(ctx["teacher"], ctx["short_tune"], student=student, alpha=alpha, seed=k, **common)
+                        for k in b.seeds] for alpha in (0.0, SHORT_ALPHA)}
+        key = student.removeprefix("student_")
+        out[f"{key}_scratch"] = [r["val_acc"] for r in arms[0.0]]
+        out[f"{key}_distilled"] = [r["val_acc"] for r in arms[SHORT_ALPHA]]
+        out[f"{key}_paired_gains"] = [d - c for d, c in zip(out[f"{key}_distilled"], out[f"{key}_scratch"])]
+        out["runs"] += arms[0.0] + arms[SHORT_ALPHA]
+    return out
 
 
 def e05_online(ctx: dict) -> dict:
     """05, exercise 3: one epoch of distill with cached teacher logits vs the online teacher."""
-    s = headline_settings()
-    chosen = notebook_results("05_distill_student")["chosen"]
-    T, alpha = chosen["T"], chosen["alpha"]
-    out = {"T": T, "alpha": alpha}
-    for name, views in (("cached", s["teacher_views"]), ("online", 0)):
+    b = short_budget()
+    out = {"T": SHORT_T, "alpha": SHORT_ALPHA}
+    for name, views in (("cached", b.teacher_views), ("online", 0)):
         torch.manual_seed(0)
-        student = models.create(s["student"])
+        student = models.create(b.student)
         started = time.perf_counter()
-        history = distill(student, ctx["teacher"], ctx["headline_tune"], T=T, alpha=alpha, epochs=1,
-                          teacher_views=views, batch_size=s["batch_size"], seed=0, progress=False)
+        history = distill(student, ctx["teacher"], ctx["short_tune"], T=SHORT_T, alpha=SHORT_ALPHA, epochs=1,
+                          teacher_views=views, batch_size=b.batch_size, seed=0, progress=False)
         out[name] = {"epoch_seconds": history.last["seconds"], "call_seconds": round(time.perf_counter() - started, 1)}
         print(f"  {name}: epoch {out[name]['epoch_seconds']:.1f} s, call {out[name]['call_seconds']:.1f} s", flush=True)
     out["teacher_share_online"] = 1 - out["cached"]["epoch_seconds"] / out["online"]["epoch_seconds"]
@@ -243,7 +224,7 @@ def e08_inconsistent(ctx: dict) -> dict:
 
 SECTIONS: dict[str, Callable[[dict], dict]] = {
     "06-e1": e06_seeds, "06-e2": e06_below_one, "06-e3": e06_without_t2,
-    "05-e3": e05_online, "05-e1": e05_label_smoothing, "08-e3": e08_inconsistent, "08-e1": e08_hints,
+    "05-e3": e05_online, "08-e3": e08_inconsistent, "08-e1": e08_hints,
     "05-e2": e05_medium, "08-e2": e08_patience,
 }
 
@@ -253,10 +234,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     args = parser.parse_args()
     data = load_cifar10(verbose=False)
-    s = headline_settings()
+    b = short_budget()
     ctx = {"teacher": FrozenTeacher(load_teacher()),
            "sweep_tune": split(data, **SWEEP_SPLIT), "beyond_tune": split(data, **BEYOND_SPLIT),
-           "headline_tune": split(data, s["train_per_class"], s["val_per_class"])}
+           "short_tune": split(data, b.train_per_class, b.val_per_class)}
     path = RESULTS / f"exercise_answers{'_quick' if quick_mode() else ''}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"sections": {}}
     for name in args.only:

@@ -2,10 +2,10 @@
 
     python benchmarks/teacher_choice.py [--quick] [--seeds 0 1 2] [--wide]
 
-The student, split and budget of notebook 05 (:func:`labkit.experiments.headline_settings`): ``student_small``,
+The short budget (:func:`labkit.experiments.short_budget`): ``student_small``,
 4 epochs on 45,000 training images, 4 cached augmented views, 5,000 validation images. For each teacher target —
 ``teacher`` (label smoothing 0.2) and ``teacher_2`` (none), each plain and flip-averaged
-(:class:`labkit.evaluate.FlipAveraged`, twice the teacher's cost) — (T, alpha) is chosen among notebook 05's
+(:class:`labkit.evaluate.FlipAveraged`, twice the teacher's cost) — (T, alpha) is chosen among three
 candidates on validation with the first seed, then every seed trains with its own initial weights and batch order
 (the views, and so the teacher's cached logits, are shared). The test set is used once, for the final models.
 Paired differences between targets come with 95% t-intervals (:func:`labkit.stats.paired_interval`).
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from itertools import combinations
 
 from torch import nn
@@ -30,13 +31,14 @@ from torch import nn
 from _common import write_report
 from labkit.data import CifarData, load_cifar10
 from labkit.evaluate import FlipAveraged, accuracy, expected_calibration_error
-from labkit.experiments import CANDIDATES, headline_settings
+from labkit.experiments import short_budget
 from labkit.pretrained import load_pretrained
 from labkit.protocol import Budget, prepare, run_chosen, summaries
 from labkit.settings import QUICK_ENV, quick_mode
 from labkit.stats import paired_interval
 
 TEACHERS = ("teacher", "teacher_2")
+CANDIDATES = ((1.0, 0.5), (2.0, 0.5), (4.0, 0.9))
 WIDE_CANDIDATES = ((1.0, 0.5), (2.0, 0.5), (4.0, 0.9), (1.0, 0.7), (1.0, 0.9), (2.0, 0.7), (2.0, 0.9), (3.0, 0.7))
 
 
@@ -100,10 +102,7 @@ def main() -> None:
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     quick = quick_mode()
-    settings = headline_settings()
-    budget = Budget(**{k: settings[k] for k in ("student", "epochs", "teacher_views", "batch_size", "val_per_class",
-                                                "train_per_class", "test_per_class", "data_seed")},
-                    seeds=tuple(args.seeds or settings["seeds"]), batch_order_per_seed=True)
+    budget = replace(short_budget(args.seeds or (0, 1, 2)), batch_order_per_seed=True)
     started = time.perf_counter()
     data = load_cifar10(verbose=False)
     store = "runs/teacher_choice" + ("_quick" if quick else "")

@@ -9,7 +9,7 @@ settings; of the other 45,000 training images a stratified ``fraction`` keeps it
 ``student_small`` through one :class:`labkit.protocol.Protocol`:
 
 * **(a) labels only**: the labelled images, cross-entropy with label smoothing chosen on validation among
-  {0, 0.1, 0.2} (run as distillation from :class:`labkit.controls.UniformTeacher` at T = 1, which is label smoothing);
+  {0, 0.1, 0.2} (run as distillation with :func:`labkit.controls.uniform_targets` at T = 1, which is label smoothing);
 * **(b) distilled, labelled images only**: the teacher's soft targets on the same labelled images;
 * **(c) distilled with the transfer set**: every training image; the unlabelled ones get the soft term only;
 * **(d) hard pseudo-labels**: every training image, the unlabelled ones labelled with the teacher's top class,
@@ -32,54 +32,45 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 from _common import RESULTS, write_report
-from labkit.controls import UniformTeacher
+from labkit.controls import uniform_targets
 from labkit.data import load_cifar10
+from labkit.experiments import SMOOTHING, TRANSFER_ARMS, TRANSFER_GAINS, transfer_budget, transfer_protocols
 from labkit.pretrained import load_teacher
-from labkit.protocol import Budget, Protocol, prepare, run_chosen, summaries
-from labkit.settings import QUICK_ENV, pick, quick_mode
+from labkit.protocol import Protocol, prepare, run_chosen, summaries
+from labkit.settings import QUICK_ENV, quick_mode
 from labkit.stats import describe_gain, paired_gains
-from labkit.transfer import labelled_mask, labelled_part, pseudo_labelled, transfer_set
 
-SMOOTHING = ((1.0, 0.0), (1.0, 0.1), (1.0, 0.2))  # (T, alpha) with the uniform teacher: label smoothing alpha
 DISTILLATION = ((1.0, 0.5), (2.0, 0.9), (4.0, 1.0))
-ARMS = ("labels only", "distilled, labelled only", "distilled, transfer set", "pseudo-labels")
-GAINS = (("distilled, transfer set", "labels only"), ("distilled, transfer set", "pseudo-labels"),
-         ("distilled, labelled only", "labels only"), ("pseudo-labels", "labels only"))
 
 
 def fraction_result(base: Protocol, fraction: float) -> dict:
     """Every arm at one labelled fraction, and the paired differences between them."""
-    classes = len(base.data.classes)
-    per_class = max(1, round(fraction * len(base.data.train_labels) / classes))
-    transfer = transfer_set(base.data, per_class, seed=base.budget.data_seed)
-    repeat = round(len(transfer.train_labels) / (per_class * classes))
-    labelled = base.with_training(labelled_part(transfer, repeat))
-    everything = base.with_training(transfer)
-    pseudo = base.with_training(pseudo_labelled(transfer, base.teacher))
-    unlabelled = ~labelled_mask(transfer.train_labels)
-    agree = (pseudo.data.train_labels[unlabelled] == base.data.train_labels[unlabelled]).float().mean().item()
-    base.say(f"{fraction:g} of the labels: {per_class * classes:,} labelled images (repeated {repeat}x), "
-             f"{int(unlabelled.sum()):,} unlabelled; the teacher's labels for them are right on {agree:.1%}")
-    uniform = UniformTeacher(classes)
-    arms = {"labels only": run_chosen(labelled, "labels only", SMOOTHING, teacher=uniform),
-            "distilled, labelled only": run_chosen(labelled, "distilled, labelled only", DISTILLATION),
-            "distilled, transfer set": run_chosen(everything, "distilled, transfer set", DISTILLATION),
-            "pseudo-labels": run_chosen(pseudo, "pseudo-labels", SMOOTHING, teacher=uniform)}
+    p = transfer_protocols(base, fraction)
+    labelled_images = p["labelled_per_class"] * len(base.data.classes)
+    base.say(f"{fraction:g} of the labels: {labelled_images:,} labelled images (repeated {p['repeat']}x), "
+             f"{p['unlabelled_images']:,} unlabelled; the teacher's labels for them are right on "
+             f"{p['pseudo_label_accuracy']:.1%}")
+    arms = {"labels only": run_chosen(p["labelled"], "labels only", SMOOTHING, targets=uniform_targets),
+            "distilled, labelled only": run_chosen(p["labelled"], "distilled, labelled only", DISTILLATION),
+            "distilled, transfer set": run_chosen(p["transfer set"], "distilled, transfer set", DISTILLATION),
+            "pseudo-labels": run_chosen(p["pseudo-labels"], "pseudo-labels", SMOOTHING, targets=uniform_targets)}
     test = {name: arm["test_acc"]["values"] for name, arm in arms.items()}
-    return {"labelled_images": per_class * classes, "labelled_per_class": per_class, "repeat": repeat,
-            "images_per_epoch": len(transfer.train_labels), "pseudo_label_accuracy": agree,
+    return {"labelled_images": labelled_images, "labelled_per_class": p["labelled_per_class"], "repeat": p["repeat"],
+            "images_per_epoch": len(p["transfer set"].data.train_labels),
+            "pseudo_label_accuracy": p["pseudo_label_accuracy"],
             "arms": {name: summaries(arm) for name, arm in arms.items()},
             "runs": {name: arm["runs"] for name, arm in arms.items()},
-            "gains": paired_gains(test, GAINS)}
+            "gains": paired_gains(test, TRANSFER_GAINS)}
 
 
 def markdown(payload: dict) -> str:
-    lines = ["| labels | " + " | ".join(ARMS) + " |", "|---|" + "---|" * len(ARMS)]
+    lines = ["| labels | " + " | ".join(TRANSFER_ARMS) + " |", "|---|" + "---|" * len(TRANSFER_ARMS)]
     for fraction, r in sorted(payload["fractions"].items(), key=lambda kv: float(kv[0])):
         cells = []
-        for name in ARMS:
+        for name in TRANSFER_ARMS:
             arm = r["arms"][name]
             t, c = arm["test_acc"], arm["chosen"]
             setting = f"eps {c['alpha']:g}" if name in ("labels only", "pseudo-labels") else f"T {c['T']:g}, alpha {c['alpha']:g}"
@@ -99,14 +90,14 @@ def main() -> None:
                         help="labelled fractions of the training images (default 0.01 0.02 0.1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="seeds: initial weights and batch order (default 0 1 2 3 4)")
-    parser.add_argument("--epochs", type=float, default=4.0, help="epochs of 45,000 images per run (default 4)")
+    parser.add_argument("--epochs", type=float, help="epochs of 45,000 images per run (default 4)")
     args = parser.parse_args()
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     quick = quick_mode()
-    budget = Budget(student="student_small", epochs=pick(args.epochs, 2), seeds=tuple(args.seeds), teacher_views=4,
-                    batch_size=pick(512, 100), val_per_class=pick(500, 20), train_per_class=pick(None, 100),
-                    test_per_class=pick(None, 30), data_seed=0, batch_order_per_seed=True)
+    budget = transfer_budget(args.seeds)
+    if args.epochs is not None:
+        budget = replace(budget, epochs=args.epochs)
     started = time.perf_counter()
     base = prepare(load_teacher(), load_cifar10(verbose=False), budget, store="runs/transfer_set" + ("_quick" if quick else ""),
                    log=lambda m: print(m, flush=True))

@@ -3,8 +3,8 @@
 A student distilled from a real teacher gets two things at once: *softer* targets than one-hot labels, and targets
 that differ from image to image (the dark knowledge of 01_dark_knowledge). Two controls take them apart:
 
-* :class:`UniformTeacher` predicts the uniform distribution for every image. Distilling from it at ``T = 1`` with
-  weight ``alpha`` is label smoothing with ``epsilon = alpha`` (the loss differs by the constant
+* :func:`uniform_targets` puts the uniform distribution in place of every image's teacher prediction.
+  Distilling with it at ``T = 1`` with weight ``alpha`` is label smoothing with ``epsilon = alpha`` (the loss differs by the constant
   ``alpha * log C``, so the gradients are the same): the labels-only recipe, run through the same loop.
 * :class:`ClassAverageTargets` gives every image of class c the teacher's *average* soft prediction for class c:
   the teacher's knowledge of which classes resemble which, without anything specific to the image.
@@ -15,21 +15,15 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from torch import nn
 
 from labkit.transfer import UNLABELLED, TransferSetError
 
 
-class UniformTeacher(nn.Module):
-    """A teacher whose logits are 0 for every class: the uniform distribution, whatever the image and ``T``."""
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        # a buffer, so that the teacher-logit cache and the run records tell it apart from other teachers
-        self.register_buffer("uniform_over", torch.tensor(num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(len(x), int(self.uniform_over), device=x.device)
+def uniform_targets(teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Logits of 0 for every class in place of the teacher's: the uniform distribution, whatever the image and
+    ``T``. Pass it as ``targets=`` to :func:`labkit.train.distill`; the teacher is still the one that
+    validation agreement and KL are measured against."""
+    return torch.zeros_like(teacher_logits)
 
 
 class ClassAverageTargets:

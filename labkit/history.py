@@ -37,6 +37,11 @@ class History:
     def to_dict(self) -> dict[str, list]:
         return {c: self[c] for c in self.columns}
 
+    @classmethod
+    def from_dict(cls, columns: dict[str, list]) -> "History":
+        """The inverse of :meth:`to_dict`: e.g. the ``history`` of a run record read back from a results JSON."""
+        return cls(dict(zip(columns, values)) for values in zip(*columns.values()))
+
     def to_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

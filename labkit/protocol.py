@@ -51,7 +51,8 @@ class Budget:
     ``val_per_class`` training images per class are held out as validation; ``train_per_class`` /
     ``test_per_class`` shrink the data first (quick mode; None keeps a split whole); ``data_seed`` draws the
     split, the views and the batch order; with ``batch_order_per_seed`` every seed draws its own batch order
-    too (the augmented views, and so the teacher's cached logits, stay those of ``data_seed``).
+    too, and with ``views_per_seed`` its own augmented views (the teacher's logits are then computed, and cached,
+    for each seed's views: only the teacher and the split stay fixed).
     """
 
     student: str = "student_small"
@@ -64,6 +65,7 @@ class Budget:
     test_per_class: int | None = None
     data_seed: int = 0
     batch_order_per_seed: bool = False
+    views_per_seed: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -80,7 +82,8 @@ def freeze(teacher: nn.Module) -> FrozenTeacher:
 
 def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: int, T: float, alpha: float,
                   lr_scale: float = 1.0, epochs: float, teacher_views: int = 4, batch_size: int = 512,
-                  data_seed: int = 0, batch_seed: int | None = None, progress: bool = True,
+                  data_seed: int = 0, batch_seed: int | None = None, views_seed: int | None = None,
+                  progress: bool = True,
                   method: Callable[..., History] | None = None, **method_options) -> tuple[nn.Module, dict]:
     """One student run through :func:`labkit.train.distill` (or ``method``, a function with its signature, such
     as :func:`labkit.beyond.function_matching`) on ``data``, which holds a validation split
@@ -89,7 +92,7 @@ def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: in
     Returns the trained student and a record of the run: its settings, the fingerprint of its initial weights,
     its per-epoch history (``val_acc``, ``val_agreement``, ``val_kl``, plus the unweighted ``train_ce`` and
     ``train_kl``), its final-epoch validation numbers and its wall time. ``seed`` draws the initial weights,
-    ``data_seed`` the augmented views, ``batch_seed`` (default ``data_seed``) the batch order.
+    ``batch_seed`` and ``views_seed`` (default ``data_seed`` for both) the batch order and the augmented views.
     """
     if data.val_images is None:
         raise ValueError("train_student watches a validation split: pass data.with_validation(...)")
@@ -100,10 +103,12 @@ def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: in
     started = time.perf_counter()
     history = method(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=teacher_views,
                      batch_size=batch_size, seed=data_seed if batch_seed is None else batch_seed,
-                     views_seed=data_seed, lr=TrainConfig().lr * lr_scale, progress=progress, **method_options)
+                     views_seed=data_seed if views_seed is None else views_seed, lr=TrainConfig().lr * lr_scale, progress=progress, **method_options)
     history = _unweighted_parts(history, T, alpha)
     last = history.last
-    record = {"seed": seed, "batch_seed": data_seed if batch_seed is None else batch_seed, "method": method.__name__, "T": T, "alpha": alpha, "lr_scale": lr_scale,
+    record = {"seed": seed, "batch_seed": data_seed if batch_seed is None else batch_seed,
+              "views_seed": data_seed if views_seed is None else views_seed, "method": method.__name__,
+              "T": T, "alpha": alpha, "lr_scale": lr_scale,
               "init_fingerprint": init,
               "val_acc": last["val_acc"], "val_agreement": last["val_agreement"], "val_kl": last["val_kl"],
               "seconds": round(time.perf_counter() - started, 1), "history": history.to_dict()}
@@ -165,7 +170,8 @@ class Protocol:
         ``epochs``, ``teacher_views`` and ``batch_size`` where an arm needs to (e.g. an online teacher)."""
         b = self.budget
         options = {"epochs": b.epochs, "teacher_views": b.teacher_views, "batch_size": b.batch_size,
-                   "batch_seed": seed if b.batch_order_per_seed else b.data_seed, **options}
+                   "batch_seed": seed if b.batch_order_per_seed else b.data_seed,
+                   "views_seed": seed if b.views_per_seed else b.data_seed, **options}
         teacher = self.teacher if teacher is None else freeze(teacher)
         kept = self._kept_run(seed, teacher, options) if self.store is not None else None
         if kept is not None and kept.with_suffix(".json").is_file():
@@ -232,14 +238,15 @@ def prepare(teacher: nn.Module, data: CifarData, budget: Budget, *, progress: bo
 
 
 def choose_on_validation(protocol: Protocol, candidates: Sequence[tuple[float, float]], *,
-                         teacher: nn.Module | None = None) -> tuple[int, list[tuple[nn.Module, dict]]]:
-    """One run per (T, alpha) candidate with the budget's first seed; returns the index of the highest
-    final-epoch validation accuracy (ties: the earlier candidate) and every run (05_distill_student)."""
+                         teacher: nn.Module | None = None, **options) -> tuple[int, list[tuple[nn.Module, dict]]]:
+    """One run per (T, alpha) candidate with the budget's first seed (``options``: more :meth:`Protocol.train`
+    options, e.g. ``targets``); returns the index of the highest final-epoch validation accuracy (ties: the
+    earlier candidate) and every run (05_distill_student)."""
     first = protocol.budget.seeds[0]
     tried = []
     for T, alpha in candidates:
         protocol.say(f"candidate: seed {first}, T={T:g}, alpha={alpha:g}")
-        tried.append(protocol.train(first, teacher=teacher, T=float(T), alpha=float(alpha)))
+        tried.append(protocol.train(first, teacher=teacher, T=float(T), alpha=float(alpha), **options))
         protocol.say(f"    final-epoch validation accuracy {tried[-1][1]['val_acc']:.4f}")
     best = max(range(len(tried)), key=lambda i: (tried[i][1]["val_acc"], -i))
     return best, tried
@@ -284,12 +291,13 @@ def summaries(arm: dict) -> dict:
 
 
 def run_chosen(protocol: Protocol, name: str, candidates: Sequence[tuple[float, float]], *,
-               teacher: nn.Module | None = None) -> dict:
+               teacher: nn.Module | None = None, **options) -> dict:
     """An arm whose (T, alpha) is chosen among ``candidates`` on validation with the first seed, then run with
-    every seed (05_distill_student): :func:`run_arms`' arm plus ``chosen`` and each candidate's validation accuracy."""
-    best, tried = choose_on_validation(protocol, candidates, teacher=teacher)
+    every seed (05_distill_student): :func:`run_arms`' arm plus ``chosen`` and each candidate's validation accuracy.
+    ``options`` are further :meth:`Protocol.train` options of every run (e.g. ``targets``)."""
+    best, tried = choose_on_validation(protocol, candidates, teacher=teacher, **options)
     T, alpha = candidates[best]
-    options = {"T": T, "alpha": alpha, **({"teacher": teacher} if teacher is not None else {})}
+    options = {"T": T, "alpha": alpha, **options, **({"teacher": teacher} if teacher is not None else {})}
     arm = run_arms(protocol, {name: options}, trained={(name, protocol.budget.seeds[0]): tried[best]})[name]
     return {"chosen": {"T": T, "alpha": alpha},
             "candidates": [{"T": r["T"], "alpha": r["alpha"], "val_acc": r["val_acc"]} for _, r in tried], **arm}

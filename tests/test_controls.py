@@ -1,4 +1,4 @@
-"""The control teachers: uniform = label smoothing (against torch's label_smoothing), the class average."""
+"""The stand-in targets: uniform = label smoothing (against torch's label_smoothing), the class average."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from labkit import models
-from labkit.controls import ClassAverageTargets, UniformTeacher
+from labkit.controls import ClassAverageTargets, uniform_targets
 from labkit.distillation import distillation_loss
-from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.train import distill, train
 from labkit.transfer import UNLABELLED, TransferSetError
 
@@ -19,21 +18,16 @@ FAST = dict(batch_size=100, progress=False)
 
 
 @pytest.mark.parametrize("epsilon", [0.1, 0.2, 0.5])
-def test_distilling_from_the_uniform_teacher_at_T1_is_label_smoothing(epsilon):
+def test_distilling_with_uniform_targets_at_T1_is_label_smoothing(epsilon):
     gen = torch.Generator().manual_seed(0)
     student = torch.randn(32, 10, generator=gen, dtype=torch.float64, requires_grad=True)
     labels = torch.randint(0, 10, (32,), generator=gen)
-    uniform = UniformTeacher(10)(student).double()
+    uniform = uniform_targets(torch.randn(32, 10, generator=gen, dtype=torch.float64), labels)
     ours = distillation_loss(student, uniform, labels, T=1.0, alpha=epsilon)
     smoothed = F.cross_entropy(student, labels, label_smoothing=epsilon)
     assert torch.allclose(ours, smoothed - epsilon * math.log(10), atol=1e-12)
     (g1,), (g2,) = torch.autograd.grad(ours, student), torch.autograd.grad(smoothed, student)
     assert torch.allclose(g1, g2, atol=1e-12)
-
-
-def test_the_uniform_teacher_has_its_own_fingerprint():
-    assert fingerprint(UniformTeacher(10)) != fingerprint(UniformTeacher(100))
-    assert fingerprint(UniformTeacher(10)) != fingerprint(torch.nn.Identity())
 
 
 def test_class_average_targets_are_each_classes_mean_soft_prediction():
@@ -76,8 +70,18 @@ def test_distilling_with_class_average_targets_runs_and_checks_the_temperature(s
     assert math.isfinite(history.last["loss"])
 
 
-def test_the_uniform_teachers_logits_are_cached_like_any_teachers(tmp_path, monkeypatch):
+def test_uniform_targets_ignore_the_teacher_but_not_its_evaluation(small, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8)
-    logits = teacher_logits_for_views(FrozenTeacher(UniformTeacher(10)), [images, images], progress=False)
-    assert logits.shape == (2, 7, 10) and not logits.any()
+    teachers = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        teachers.append(models.create("student_small"))
+    students, histories = [], []
+    for teacher in teachers:
+        torch.manual_seed(0)
+        students.append(models.create("student_small"))
+        histories.append(distill(students[-1], teacher, small, T=2.0, alpha=0.5, epochs=1, targets=uniform_targets,
+                                 seed=0, **FAST))
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
+        assert torch.equal(a, b)  # the same training: the teacher's predictions were replaced
+    assert histories[0].last["val_kl"] != histories[1].last["val_kl"]  # measured against each real teacher

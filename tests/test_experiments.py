@@ -1,4 +1,4 @@
-"""The scratch-vs-distilled experiment: validation-only choices, final epochs, equal budgets, summaries, targets."""
+"""The course's comparisons: validation-only choices, final epochs, equal budgets, stand-in teachers, transfer sets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch
 
 from labkit import models, protocol
 from labkit.data import CifarData
-from labkit.experiments import check_targets, compare_scratch_vs_distilled, headline, history_of, markdown_table
+from labkit.experiments import (HEADLINE_ARMS, HEADLINE_GAINS, headline_arms, headline_comparison, history_of,
+                                patient_budget, short_budget, transfer_budget, transfer_protocols)
+from labkit.history import History
 from labkit.stats import summarize
-from labkit.train import TrainConfig
+from labkit.transfer import count_unlabelled
 
 
 def test_summarize_uses_the_sample_standard_deviation():
@@ -23,38 +25,12 @@ def test_summarize_uses_the_sample_standard_deviation():
         summarize([])
 
 
-def _fake_results(distilled, scratch, control=(0.80, 0.81, 0.79)):
-    runs = [{"arm": arm, "seed": seed, "test_acc": acc}
-            for arm, values in (("distilled", distilled), ("scratch", scratch), ("control", control))
-            for seed, acc in enumerate(values)]
-    results = {"settings": {"student": "student_small"}, "runs": runs,
-               "arms": {arm: {"test_acc": summarize([r["test_acc"] for r in runs if r["arm"] == arm])}
-                        for arm in ("scratch", "distilled", "control")}}
-    results["headline"] = headline(results)
-    return results
-
-
-def test_headline_gains_and_overlap():
-    h = _fake_results([0.91, 0.92, 0.915], [0.89, 0.90, 0.895])["headline"]
-    assert h["gain_over_scratch"] == pytest.approx(0.02)
-    assert h["paired_gains"] == pytest.approx([0.02, 0.02, 0.02])
-    assert not h["ranges_overlap"] and not h["std_intervals_overlap"]
-    assert h["gain_over_control"] == pytest.approx(0.915 - 0.80)
-    overlapping = _fake_results([0.91, 0.92, 0.895], [0.89, 0.90, 0.90])["headline"]
-    assert overlapping["ranges_overlap"]
-
-
-def test_targets_read_off_the_results():
-    results = _fake_results([0.91, 0.92, 0.915], [0.89, 0.90, 0.895])
-    speed = {"teacher": {"params": 2_000_000, "images_per_s": 700.0},
-             "student_small": {"params": 100_000, "images_per_s": 7000.0}}
-    targets = check_targets(results, speed)
-    assert all(t["met"] for t in targets.values()), targets
-    assert targets["params_ratio"]["value"] == pytest.approx(0.05)
-    assert targets["throughput_speedup"]["value"] == pytest.approx(10.0)
-    missed = check_targets(_fake_results([0.85, 0.86, 0.855], [0.85, 0.86, 0.85]))
-    assert not missed["distilled_test_acc"]["met"] and not missed["gain_over_scratch"]["met"]
-    assert not missed["seed_ranges_disjoint"]["met"] and "params_ratio" not in missed
+def test_budgets_vary_what_they_say():
+    patient, short, transfer = patient_budget(), short_budget(), transfer_budget()
+    assert patient.batch_order_per_seed and patient.views_per_seed and len(patient.seeds) >= 5
+    assert transfer.batch_order_per_seed and not transfer.views_per_seed and len(transfer.seeds) >= 5
+    assert patient.student == short.student == transfer.student
+    assert patient.val_per_class == short.val_per_class == transfer.val_per_class
 
 
 def test_validation_split_is_held_out_from_training():
@@ -74,7 +50,7 @@ def tiny_real(local_cifar):
     return local_cifar.subset(train_per_class=30, test_per_class=10, seed=0)
 
 
-def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
+def test_headline_comparison_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     calls = []
     real_distill = protocol.distill
@@ -86,57 +62,59 @@ def test_compare_on_a_tiny_subset(tiny_real, tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "distill", spy)
     torch.manual_seed(123)
     teacher = models.create("student_small")  # an untrained stand-in: cheap, and the logic is what is tested
-    results = compare_scratch_vs_distilled(teacher, tiny_real, epochs=1, seeds=(0, 1), batch_size=50,
-                                           val_per_class=5, teacher_views=2, progress=False, log=None)
+    budget = protocol.Budget(epochs=1, seeds=(0, 1), batch_size=50, val_per_class=5, teacher_views=2,
+                             batch_order_per_seed=True, views_per_seed=True)
+    p = protocol.prepare(teacher, tiny_real, budget, log=None)
+    results = headline_comparison(p, smoothing=((1.0, 0.0), (1.0, 0.2)), candidates=((2.0, 0.5), (4.0, 0.9)))
     json.dumps(results)  # JSON-ready
+    assert list(results["arms"]) == list(HEADLINE_ARMS)
+    assert list(results["gains"]) == [f"{a} - {b}" for a, b in HEADLINE_GAINS]
+    assert len(calls) == 2 + 1 + 2 + 1 + 2 + 2  # each arm's candidates, their other seed; two stand-ins x two seeds
 
-    runs = results["runs"]
-    assert [r["arm"] for r in runs].count("candidate") == 2 and len(runs) == 3 + 1 + 2 + 2
-    s = results["settings"]
-    assert (s["train_images"], s["val_images"], s["test_images"]) == (250, 50, 100)
-
-    # Every run watched the validation split, under that name; the test split is apart from training.
+    # Every run watched the validation split; the test split is apart from training; each seed its own views.
     for data, kwargs in calls:
         assert len(data.val_labels) == 50 and len(data.train_labels) == 250 and len(data.test_labels) == 100
-        assert kwargs["seed"] == 0 and kwargs["epochs"] == 1 and kwargs["batch_size"] == 50
-        assert kwargs["teacher_views"] == 2
-
-    # The choice was made on validation accuracy, by the first seed's runs.
+        assert kwargs["epochs"] == 1 and kwargs["batch_size"] == 50 and kwargs["teacher_views"] == 2
+        assert kwargs["views_seed"] == kwargs["seed"]
+    # The choices were made on validation accuracy, by the first seed's runs; the stand-ins run at (T, alpha).
+    for arm, key in (("labels only", "smoothing"), ("distilled", "alpha")):
+        best = max(results["candidates"][arm], key=lambda c: c["val_acc"])
+        assert best["alpha"] == results["chosen"][key]
     chosen = results["chosen"]
-    best = max(results["candidates"], key=lambda c: c["val_acc"])
-    assert (chosen["T"], chosen["alpha"]) == (best["T"], best["alpha"])
-    control = [r for r in runs if r["arm"] == "control"]
-    assert all(r["lr_scale"] == pytest.approx(1 - chosen["alpha"]) for r in control)
-    assert {round(kw["lr"], 6) for _, kw in calls} == {round(TrainConfig().lr, 6),
-                                                        round(TrainConfig().lr * (1 - chosen["alpha"]), 6)}
+    for arm in ("uniform teacher", "class-average teacher"):
+        assert all((r["T"], r["alpha"]) == (chosen["T"], chosen["alpha"]) for r in results["runs"][arm])
+    targets = [kw.get("targets") for _, kw in calls]
+    assert sum(getattr(t, "__name__", "").startswith("class_average") for t in targets) == 2
 
-    # Same initial weights for every arm of a seed; different across seeds.
+    # Same initial weights for every arm of a seed; different across seeds. Final epoch, never the best.
+    runs = [r for arm_runs in results["runs"].values() for r in arm_runs]
     for seed in (0, 1):
         assert len({r["init_fingerprint"] for r in runs if r["seed"] == seed}) == 1
-    assert runs[0]["init_fingerprint"] != [r for r in runs if r["seed"] == 1][0]["init_fingerprint"]
-
-    # Final epoch, never the best: reported numbers are the last history row; only reported arms touch the test set.
+    assert len({r["init_fingerprint"] for r in runs}) == 2
     for r in runs:
-        assert r["val_acc"] == r["history"]["val_acc"][-1]
-        assert ("test_acc" in r) == (r["arm"] != "candidate")
-    for arm in ("scratch", "distilled", "control"):
-        summary = results["arms"][arm]["test_acc"]
-        assert summary["values"] == [r["test_acc"] for r in runs if r["arm"] == arm] and summary["n"] == 2
-        assert 0.0 <= summary["mean"] <= 1.0
-    history = history_of(results, "distilled", 1)
-    assert {"val_acc", "val_agreement", "val_kl", "train_ce", "train_kl"} <= set(history.columns)
-    assert "train_kl" not in history_of(results, "scratch", 0).columns  # alpha = 0: no soft term to undo
-    assert all(torch.isfinite(torch.tensor(history["loss"])))
-    table = markdown_table(results, check_targets(results))
-    assert "| scratch:" in table and "| distilled:" in table and "gain_over_scratch" in table
+        assert r["val_acc"] == r["history"]["val_acc"][-1] and 0.0 <= r["test_acc"] <= 1.0
+    gain = results["gains"]["distilled - labels only"]
+    assert gain["differences"] == pytest.approx([d["test_acc"] - l["test_acc"] for d, l in
+                                                 zip(results["runs"]["distilled"], results["runs"]["labels only"])])
+    with pytest.raises(ValueError, match="no headline arm"):
+        headline_arms(p, smoothing=0.1, T=2.0, alpha=0.5, names=("scratch",))
 
 
-def test_candidates_must_mix_teacher_and_labels():
-    data = CifarData(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
-                     torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10))
-    for bad in ((2.0, 0.0), (2.0, 1.0)):
-        with pytest.raises(ValueError, match="strictly between 0 and 1"):
-            compare_scratch_vs_distilled(models.create("student_small"), data, candidates=(bad,), log=None)
+def test_transfer_protocols_share_the_splits_and_the_images_seen(tiny_real, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(5)
+    teacher = models.create("student_small")
+    budget = protocol.Budget(epochs=1, seeds=(0,), batch_size=50, val_per_class=5, teacher_views=2)
+    base = protocol.prepare(teacher, tiny_real, budget, log=None)
+    sets = transfer_protocols(base, 0.2)
+    assert sets["labelled_per_class"] == 5 and sets["repeat"] == 5
+    labelled, transfer, pseudo = (sets[k].data for k in ("labelled", "transfer set", "pseudo-labels"))
+    assert len(labelled.train_labels) == len(transfer.train_labels) == len(pseudo.train_labels) == 250
+    assert count_unlabelled(transfer) == sets["unlabelled_images"] == 200
+    assert count_unlabelled(pseudo) == count_unlabelled(labelled) == 0
+    for d in (labelled, transfer, pseudo):
+        assert torch.equal(d.val_labels, base.data.val_labels) and torch.equal(d.test_labels, base.data.test_labels)
+    assert 0.0 <= sets["pseudo_label_accuracy"] <= 1.0
 
 
 def test_limited_data_comparison_on_a_tiny_subset(local_cifar, tmp_path, monkeypatch):
@@ -155,3 +133,11 @@ def test_limited_data_comparison_on_a_tiny_subset(local_cifar, tmp_path, monkeyp
     assert len(row["paired_gains"]) == 1
     with pytest.raises(ValueError, match="fractions"):
         limited_data_comparison(teacher, data, T=2.0, alpha=0.5, fractions=(0.0,), log=None)
+
+
+def test_history_of_reads_a_run_back_from_results():
+    rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6}]
+    results = {"runs": [{"arm": "distilled", "seed": 1, "history": History(rows).to_dict()}]}
+    assert history_of(results, "distilled", 1).rows == rows
+    with pytest.raises(KeyError, match="no run of arm 'scratch'"):
+        history_of(results, "scratch", 1)
