@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.labkit-installed
 
-.PHONY: setup lab test unit notebooks clean-venv
+.PHONY: setup lab test unit notebooks site clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ unit: $(STAMP)
 
 notebooks: $(STAMP)
 	LABKIT_QUICK=1 $(PY) -m pytest notebooks $(PYTEST_ARGS)
+
+# The course as a static website in build/site/_build/html (the committed outputs, not re-run): docs/site/build.py.
+site: $(STAMP)
+	$(PY) docs/site/build.py --out build/site
 
 clean-venv:
 	rm -rf $(VENV)

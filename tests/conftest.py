@@ -81,3 +81,50 @@ def local_cifar() -> data.CifarData:
         return data.load_cifar10(download=False, verbose=False)
     except data.DataNotFoundError as err:
         pytest.skip(f"real CIFAR-10 not available: {err}")
+
+
+# A real (headless) Chromium for the browser tests (tests/test_temperature_lab_browser.py, tests/test_site.py).
+# Playwright adds its automation flags and --user-data-dir (a new temporary profile); the others keep an offline
+# machine's Chromium from trying the network.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def no_browser(reason: str) -> None:
+    """Skip when the user opted out, otherwise fail loudly: a missing browser must not pass as a green test."""
+    if os.environ.get("LABKIT_NO_BROWSER") == "1":
+        pytest.skip(f"LABKIT_NO_BROWSER=1: {reason}")
+    pytest.fail(f"{reason}. Set LABKIT_NO_BROWSER=1 to skip the browser tests.", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = os.environ.get("LABKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        no_browser("No Chromium found (Debian/Ubuntu: `apt-get install chromium`, or set LABKIT_CHROMIUM=/path)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(chromium_path: str, tmp_path_factory: pytest.TempPathFactory):
+    """A page of a headless Chromium driven by Playwright, with a new empty profile."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        no_browser("Playwright is not installed (pip install -e '.[browser]')")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"), executable_path=chromium_path, headless=True,
+            args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(60_000)  # JupyterLab on a busy 2-core CI machine is slow, not broken
+        yield context.pages[0]
+        context.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where browser tests leave their screenshots: ``$LABKIT_ARTIFACTS``, default ``test-artifacts/``."""
+    folder = Path(os.environ.get("LABKIT_ARTIFACTS", REPO / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
