@@ -113,3 +113,15 @@ def test_no_internal_link_is_broken(site: Path):
             if not resolved.exists():
                 broken.append(f"{html.relative_to(site)} -> {target}")
     assert not broken, "\n".join(sorted(set(broken))[:40])
+
+
+def test_the_builder_folds_the_solutions_labkit_marks():
+    import importlib.util
+
+    from labkit import students
+
+    spec = importlib.util.spec_from_file_location("site_build", REPO / "docs" / "site" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert (build.CODE_BEGIN, build.MARKDOWN_BEGIN, build.MARKDOWN_END) == (
+        students.CODE_BEGIN, students.MARKDOWN_BEGIN, students.MARKDOWN_END)

@@ -30,6 +30,7 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
+# labkit.students' markers, spelled out: the site builds without labkit (and so without torch) installed
 CODE_BEGIN, MARKDOWN_BEGIN, MARKDOWN_END = "# BEGIN SOLUTION", "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 LIVE = ("*This is an interactive widget, shown here in its default state. To use it, run the notebook: "
         "`make lab` opens the course in JupyterLab.*")
@@ -94,7 +95,7 @@ def course_overview(readme: str, pages: set[str]) -> str:
     course = "## The course" + readme.split("\n## The course", 1)[1].split("\n## ", 1)[0]
 
     def link(match: re.Match) -> str:
-        text, target, anchor = match[1], match[2], match[3] or ""
+        text, target = match[1], match[2]
         if target.startswith(("http://", "https://")) or target in pages:
             return match[0]
         return f"{text} (`{target}`)"
