@@ -43,7 +43,7 @@ from labkit.protocol import Protocol, prepare, run_chosen, summaries
 from labkit.settings import QUICK_ENV, quick_mode
 from labkit.stats import describe_gain, paired_gains
 
-DISTILLATION = ((1.0, 0.5), (2.0, 0.9), (4.0, 1.0))
+TRANSFER_CANDIDATES = ((1.0, 0.5), (2.0, 0.9), (4.0, 1.0))
 
 
 def fraction_result(base: Protocol, fraction: float) -> dict:
@@ -54,8 +54,8 @@ def fraction_result(base: Protocol, fraction: float) -> dict:
              f"{p['unlabelled_images']:,} unlabelled; the teacher's labels for them are right on "
              f"{p['pseudo_label_accuracy']:.1%}")
     arms = {"labels only": run_chosen(p["labelled"], "labels only", SMOOTHING, targets=uniform_targets),
-            "distilled, labelled only": run_chosen(p["labelled"], "distilled, labelled only", DISTILLATION),
-            "distilled, transfer set": run_chosen(p["transfer set"], "distilled, transfer set", DISTILLATION),
+            "distilled, labelled only": run_chosen(p["labelled"], "distilled, labelled only", TRANSFER_CANDIDATES),
+            "distilled, transfer set": run_chosen(p["transfer set"], "distilled, transfer set", TRANSFER_CANDIDATES),
             "pseudo-labels": run_chosen(p["pseudo-labels"], "pseudo-labels", SMOOTHING, targets=uniform_targets)}
     test = {name: arm["test_acc"]["values"] for name, arm in arms.items()}
     return {"labelled_images": labelled_images, "labelled_per_class": p["labelled_per_class"], "repeat": p["repeat"],
@@ -110,7 +110,7 @@ def main() -> None:
     for fraction in args.fractions:
         payload["fractions"][f"{fraction:g}"] = fraction_result(base, fraction)
     payload.update(command="python benchmarks/transfer_set.py" + (" --quick" if quick else ""),
-                   settings=base.settings(smoothing_candidates=SMOOTHING, distillation_candidates=DISTILLATION),
+                   settings=base.settings(smoothing_candidates=SMOOTHING, distillation_candidates=TRANSFER_CANDIDATES),
                    wall_seconds_last_call=round(time.perf_counter() - started, 1))
     payload.pop("machine", None)
     about = (f"{len(budget.seeds)} seeds, {budget.epochs:g} epochs of {base.settings()['train_images']:,} images per "
