@@ -1,4 +1,4 @@
-"""Checks for the exercises of notebooks 01 to 09: a pass message, or a hint diagnosed from the answer.
+"""Checks for the exercises of notebooks 01 to 11: a pass message, or a hint diagnosed from the answer.
 
 Every check recomputes the answer independently (with SciPy, plain PyTorch or labkit's reference functions)
 and, when the learner's answer differs, compares it with what the usual mistakes produce (a missing ``T**2``,
@@ -532,3 +532,22 @@ def check_pruned_int8_row(row: dict, rows: dict[str, dict]) -> None:
                           "(`quantize_int8(model, calibration)`), with `float_model=model`")
     _passed(f"pruned + int8: {row['test_acc']:.1%}, {row['stored_kb']:.0f} KB, {row['images_per_s']:.0f} img/s "
             f"(int8 distilled: {int8['test_acc']:.1%}, {int8['stored_kb']:.0f} KB, {int8['images_per_s']:.0f} img/s)")
+
+
+# 11_decision_boundaries
+
+
+def check_pseudo_labels(pseudo: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor,
+                        teacher_logits: torch.Tensor) -> None:
+    """Exercise 1 of 11_decision_boundaries: the hard pseudo-labels of a transfer set (own label where there is one,
+    the teacher's top class elsewhere)."""
+    guess = teacher_logits.argmax(1)
+    _compare(pseudo, torch.where(labelled, y, guess), "pseudo", {
+        "that is the teacher's top class everywhere: keep your own label where `labelled` is True": guess,
+        "those are the given labels everywhere: the unlabelled points have none, use the teacher's top class there": y,
+        "labelled and unlabelled are swapped: `torch.where(labelled, y, ...)` keeps the label where it exists":
+            torch.where(labelled, guess, y),
+    })
+    _passed(f"{int(labelled.sum())} own labels, {int((~labelled).sum())} from the teacher, which disagrees with the "
+            f"given label on {int((guess != y)[labelled].sum())} of the labelled points")
+

@@ -402,6 +402,21 @@ def test_pruned_int8_row(capsys):
     fails_with("still empty", checks.check_pruned_int8_row, None, rows)
 
 
+# 11_decision_boundaries
+
+
+def test_pseudo_labels(capsys):
+    gen = torch.Generator().manual_seed(0)
+    teacher_logits, y = torch.randn(30, 3, generator=gen), torch.randint(0, 3, (30,), generator=gen)
+    labelled = torch.arange(30) < 6
+    guess = teacher_logits.argmax(1)
+    passes(capsys, checks.check_pseudo_labels, torch.where(labelled, y, guess), y, labelled, teacher_logits)
+    fails_with("top class everywhere", checks.check_pseudo_labels, guess, y, labelled, teacher_logits)
+    fails_with("given labels everywhere", checks.check_pseudo_labels, y, y, labelled, teacher_logits)
+    fails_with("swapped", checks.check_pseudo_labels, torch.where(labelled, guess, y), y, labelled, teacher_logits)
+
+
+
 # Garbage in any check is a CheckFailed, never an exception from inside the check.
 
 
@@ -429,6 +444,7 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_disagreement(answer, answer, answer, [logits[:10], logits[10:20]], logits[:10]),
         lambda: checks.check_inconsistent_fm_loss(answer),
         lambda: checks.check_pruned_int8_row(answer, {}),
+        lambda: checks.check_pseudo_labels(answer, labels[:10], torch.arange(10) < 3, logits[:10]),
     ]
     for call in calls:
         with pytest.raises(CheckFailed):
