@@ -333,7 +333,7 @@ def load_lm(path: str | Path, sha256: str | None = None, device: str | torch.dev
 LM_TEACHER_FILE = "lm_teacher.safetensors"
 # The sha256 of the shipped lm_teacher.safetensors. Empty until the full training run: paste the value that
 # `python benchmarks/lm_teacher.py` prints (it is in the model card too). An unpinned file is refused.
-LM_TEACHER_SHA256 = ""
+LM_TEACHER_SHA256 = "7d96ee98a5af8e85a9a256efad4391884a9a71ce644bac5237e1fc6e9a18c3a5"
 
 
 def load_lm_teacher(device: str | torch.device | None = None, *, path: str | Path | None = None,

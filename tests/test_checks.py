@@ -417,6 +417,80 @@ def test_pseudo_labels(capsys):
 
 
 
+# 12_distill_language_model
+
+
+def log_softmax_pair(s, t):
+    return torch.log_softmax(s, -1), torch.log_softmax(t, -1)
+
+
+def reverse_kl(s, t):
+    log_q, log_p = log_softmax_pair(s, t)
+    return (log_q.exp() * (log_q - log_p)).sum(-1).mean()
+
+
+def test_reverse_kl_passes(capsys):
+    passes(capsys, checks.check_reverse_kl, reverse_kl)
+    passes(capsys, checks.check_reverse_kl,  # F.kl_div with the teacher's log-probabilities as input
+           lambda s, t: F.kl_div(torch.log_softmax(t, -1).flatten(0, 1), torch.softmax(s, -1).flatten(0, 1),
+                                 reduction="batchmean"))
+
+
+@pytest.mark.parametrize("fn,hint", [
+    (lambda s, t: reverse_kl(t, s), "forward KL"),
+    (lambda s, t: F.kl_div(torch.log_softmax(s, -1), torch.softmax(t, -1), reduction="sum") / s.shape[0] / s.shape[1],
+     "forward KL"),
+    (lambda s, t: reverse_kl(s, t) * s.shape[0] * s.shape[1], "summed over the positions"),
+    (lambda s, t: reverse_kl(s, t) * s.shape[1], "averaged over the batch only"),
+    (lambda s, t: F.kl_div(torch.log_softmax(t, -1), torch.softmax(s, -1), reduction="mean"), "vocabulary too"),
+    (lambda s, t: (torch.softmax(s, -1) * (torch.softmax(s, -1) - torch.softmax(t, -1))).sum(-1).mean(),
+     "probabilities where log-probabilities"),
+    (lambda s, t: F.kl_div(torch.softmax(t, -1).flatten(0, 1), torch.softmax(s, -1).flatten(0, 1),
+                           reduction="batchmean"), "F.kl_div"),
+    (lambda s, t: (torch.softmax(s, -1) * (s - t)).sum(-1).mean(), "not log-probabilities"),
+    (lambda s, t: -reverse_kl(s, t), "sign"),
+    (lambda s, t: (lambda lq, lp: (lq.exp() * (lq - lp)).sum(-1))(*log_softmax_pair(s, t)), "one per position"),
+    (lambda s, t: None, "returned None"),
+    (lambda s: s, "raised TypeError"),
+    (lambda s, t: 0.123, "not right yet"),
+])
+def test_reverse_kl_mistakes(fn, hint):
+    fails_with(hint, checks.check_reverse_kl, fn)
+
+
+DIVERSITY = {"a": {"distinct_4": 0.6, "sample_entropy": 1.5}, "b": {"distinct_4": 0.4, "sample_entropy": 1.2},
+             "c": {"distinct_4": 0.3, "sample_entropy": 1.4}, "d": {"distinct_4": 0.5, "sample_entropy": 1.0}}
+
+
+def test_lowest_diversity(capsys):
+    passes(capsys, checks.check_lowest_diversity, "c", DIVERSITY)
+    fails_with("highest", checks.check_lowest_diversity, "a", DIVERSITY)
+    fails_with("sample entropy", checks.check_lowest_diversity, "d", DIVERSITY)
+    fails_with("not the arm", checks.check_lowest_diversity, "b", DIVERSITY)
+    fails_with("references", checks.check_lowest_diversity, "teacher", DIVERSITY)
+    fails_with("a string", checks.check_lowest_diversity, 3, DIVERSITY)
+    fails_with("still empty", checks.check_lowest_diversity, None, DIVERSITY)
+
+
+def sweep_of(*betas, init="x", steps=10):
+    return {beta: {"init": init, "steps": steps, "forward_kl": 0.5, "reverse_kl": 0.4} for beta in betas}
+
+
+def test_beta_sweep(capsys):
+    passes(capsys, checks.check_beta_sweep, sweep_of(0.1, 0.5, 0.9), "x")
+    fails_with("at least 3", checks.check_beta_sweep, sweep_of(0.1, 0.9), "x")
+    fails_with("0 < beta < 1", checks.check_beta_sweep, sweep_of(0.0, 0.5, 0.9), "x")
+    fails_with("arms' initial weights", checks.check_beta_sweep, sweep_of(0.1, 0.5, 0.9, init="y"), "x")
+    mixed = {**sweep_of(0.1, 0.5), **sweep_of(0.9, init="y")}
+    fails_with("different weights", checks.check_beta_sweep, mixed, "x")
+    fails_with("numbers of steps", checks.check_beta_sweep, {**sweep_of(0.1, 0.5), **sweep_of(0.9, steps=5)}, "x")
+    fails_with("finite number", checks.check_beta_sweep,
+               {**sweep_of(0.1, 0.5), 0.9: {"init": "x", "steps": 10, "forward_kl": -1.0, "reverse_kl": 0.1}}, "x")
+    fails_with("keys", checks.check_beta_sweep, {0.5: {"init": "x"}}, "x")
+    fails_with("betas", checks.check_beta_sweep, {"0.5": sweep_of(0.5)[0.5]}, "x")
+
+
+
 # Garbage in any check is a CheckFailed, never an exception from inside the check.
 
 
@@ -445,6 +519,9 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_inconsistent_fm_loss(answer),
         lambda: checks.check_pruned_int8_row(answer, {}),
         lambda: checks.check_pseudo_labels(answer, labels[:10], torch.arange(10) < 3, logits[:10]),
+        lambda: checks.check_reverse_kl(answer),
+        lambda: checks.check_lowest_diversity(answer, DIVERSITY),
+        lambda: checks.check_beta_sweep(answer, "x"),
     ]
     for call in calls:
         with pytest.raises(CheckFailed):
