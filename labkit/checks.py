@@ -529,7 +529,7 @@ def check_pruned_int8_row(row: dict, rows: dict[str, dict]) -> None:
                           f"{pruned['params']:,}: pass `float_model=` the pruned float model it came from")
     if row["stored_kb"] > 0.5 * pruned["stored_kb"]:
         raise CheckFailed("`pruned_int8_row` stores float32 weights: measure the int8 model "
-                          "(`quantize_int8(model, calibration)`), with `float_model=model`")
+                          "(`compile_int8(model, calibration)`), with `float_model=model`")
     _passed(f"pruned + int8: {row['test_acc']:.1%}, {row['stored_kb']:.0f} KB, {row['images_per_s']:.0f} img/s "
             f"(int8 distilled: {int8['test_acc']:.1%}, {int8['stored_kb']:.0f} KB, {int8['images_per_s']:.0f} img/s)")
 

@@ -76,7 +76,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVA
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     infer = {"none": lambda m, x: m(x), "flip": _mirror, "flip_translate": _mirror_translate}[tta]
-    device = next(model.parameters()).device
+    # A model without parameters (an ONNX Runtime session, labkit.compress.OnnxModel) runs on the CPU.
+    device = next(model.parameters(), torch.empty(0)).device
     with eval_mode(model):
         out = [infer(model, _as_float(chunk, channels_last).to(device)).float().cpu()
                for chunk in images.split(batch_size)]

@@ -6,13 +6,12 @@ choice, the test set once at the end, the final epoch, the same initial weights,
 a seed. Budgets: :func:`patient_budget` (05's headline), :func:`transfer_budget` (05's transfer set),
 :func:`short_budget` (quicker comparisons). Experiments: :func:`headline_comparison` (the best labels-only student,
 the distilled one and two stand-in teachers), :func:`transfer_protocols` (few labels, many unlabelled images),
-:func:`compare_teachers` (07) and :func:`limited_data_comparison` (09). Gains are reported by
-:func:`labkit.stats.paired_gains`.
+:func:`compare_teachers` (07); 09's limited-data rule is :func:`labkit.limited_data.limited_data_rule`. Gains are
+reported by :func:`labkit.stats.paired_gains`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Sequence
 
@@ -224,42 +223,6 @@ def compare_teachers(teachers: dict[str, nn.Module], data: CifarData, *, T: floa
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def limited_data_comparison(teacher: nn.Module, data: CifarData, *, T: float, alpha: float,
-                            fractions: Sequence[float] = (0.02, 0.1), images_seen: int = 50_000,
-                            progress: bool = False, log: Callable[[str], None] | None = print, **budget) -> dict:
-    """Scratch vs distilled students trained on a small labelled fraction of the training set.
-
-    Introduced in 09_compress_and_deploy (the "limited data" row of the decision matrix). ``budget`` holds
-    :class:`labkit.protocol.Budget` fields (defaults here: 100 validation images per class, batches of 128).
-    The validation images are held out first and never labelled for training; each fraction's labelled subset is
-    drawn from the rest (a fraction of the full 50,000-image training set, stratified). Every run sees
-    ``images_seen`` augmented images (so smaller subsets get more epochs) with the same batches, weights and
-    schedule in both arms; the teacher's logits are cached for up to 8 views. The teacher was trained on all
-    training labels, as in Hinton et al.'s 3% experiment: the question is what a student can get from it when
-    the student's own labels are few.
-    """
-    if any(not 0 < f <= 1 for f in fractions):
-        raise ValueError(f"fractions must lie in (0, 1], got {fractions}")
-    started = time.perf_counter()
-    base = prepare(teacher, data, Budget(**{"val_per_class": 100, "batch_size": 128, **budget}), progress=progress,
-                   log=log)
-    per_class_total = len(data.train_labels) // len(data.classes)
-    results = {}
-    for fraction in fractions:
-        labelled = base.data.subset(max(1, round(fraction * per_class_total)), None, seed=base.budget.data_seed)
-        n = len(labelled.train_labels)
-        epochs = images_seen / n
-        protocol = base.with_training(labelled, epochs=epochs, teacher_views=min(8, math.ceil(epochs)),
-                                      batch_size=min(base.budget.batch_size, n))
-        protocol.say(f"{fraction:.0%} of the labels: {n:,} images, {epochs:.1f} epochs")
-        arms = run_arms(protocol, {"scratch": dict(T=T, alpha=0.0), "distilled": dict(T=T, alpha=alpha)})
-        gains = [d - s for d, s in zip(arms["distilled"]["test_acc"]["values"], arms["scratch"]["test_acc"]["values"])]
-        results[f"{fraction:g}"] = {"labelled_images": n, "epochs": epochs, "arms": arms, "paired_gains": gains}
-    settings = base.settings(T=T, alpha=alpha, fractions=list(fractions), images_seen=images_seen)
-    return {"settings": settings, "fractions": results, "seconds": round(time.perf_counter() - started, 1)}
-
-
-# The headline of 05_distill_student: label smoothing eps (uniform targets at T = 1, alpha = eps), and (T, alpha).
 SMOOTHING = ((1.0, 0.0), (1.0, 0.1), (1.0, 0.2))
 DISTILLATION = ((2.0, 0.5), (2.0, 0.9), (4.0, 0.9))
 HEADLINE_ARMS = ("labels only", "distilled", "uniform teacher", "class-average teacher")

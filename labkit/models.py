@@ -139,12 +139,12 @@ def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> 
     model.stem.weight.copy_(torch.cat([filters, -filters]).float())
 
 
-_REGISTRY: dict[str, Callable[[], CifarNet]] = {
-    "teacher": lambda: CifarNet((64, 256, 256), stem_width=24, whiten=True),
+_REGISTRY: dict[str, Callable[..., CifarNet]] = {
+    "teacher": lambda **kw: CifarNet((64, 256, 256), stem_width=24, whiten=True, **kw),
     # narrower early, wider late: another shape of the same family, for a more diverse ensemble (07)
-    "teacher_wide_last": lambda: CifarNet((48, 192, 384), stem_width=24, whiten=True),
-    "student_small": lambda: CifarNet((24, 48, 64), stem_width=16, whiten=False),
-    "student_medium": lambda: CifarNet((32, 80, 128), stem_width=16, whiten=False),
+    "teacher_wide_last": lambda **kw: CifarNet((48, 192, 384), stem_width=24, whiten=True, **kw),
+    "student_small": lambda **kw: CifarNet((24, 48, 64), stem_width=16, whiten=False, **kw),
+    "student_medium": lambda **kw: CifarNet((32, 80, 128), stem_width=16, whiten=False, **kw),
 }
 
 
@@ -153,12 +153,15 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str) -> CifarNet:
+def create(name: str, num_classes: int = 10) -> CifarNet:
     """A freshly initialised model by name: ``"teacher"``, ``"teacher_wide_last"``, ``"student_small"`` or
-    ``"student_medium"`` (introduced in 04_cifar_teacher)."""
+    ``"student_medium"`` (introduced in 04_cifar_teacher), with ``num_classes`` outputs (fewer for a task on some
+    of CIFAR-10's classes, as in 09_compress_and_deploy)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {available()}")
-    model = _REGISTRY[name]()
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    model = _REGISTRY[name](num_classes=num_classes)
     model.name = name
     return model
 

@@ -18,6 +18,7 @@ experiment of the course trains and tests each arm through the resulting :class:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -83,7 +84,7 @@ def freeze(teacher: nn.Module) -> FrozenTeacher:
 def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: int, T: float, alpha: float,
                   lr_scale: float = 1.0, epochs: float, teacher_views: int = 4, batch_size: int = 512,
                   data_seed: int = 0, batch_seed: int | None = None, views_seed: int | None = None,
-                  progress: bool = True,
+                  progress: bool = True, start: nn.Module | None = None,
                   method: Callable[..., History] | None = None, **method_options) -> tuple[nn.Module, dict]:
     """One student run through :func:`labkit.train.distill` (or ``method``, a function with its signature, such
     as :func:`labkit.beyond.function_matching`) on ``data``, which holds a validation split
@@ -93,11 +94,14 @@ def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: in
     its per-epoch history (``val_acc``, ``val_agreement``, ``val_kl``, plus the unweighted ``train_ce`` and
     ``train_kl``), its final-epoch validation numbers and its wall time. ``seed`` draws the initial weights,
     ``batch_seed`` and ``views_seed`` (default ``data_seed`` for both) the batch order and the augmented views.
+    The student has one output per class of ``data.classes``. With ``start`` a copy of that model trains instead
+    of fresh weights (09_compress_and_deploy: a pretrained body under a new head,
+    :func:`labkit.limited_data.reuse_body`).
     """
     if data.val_images is None:
         raise ValueError("train_student watches a validation split: pass data.with_validation(...)")
     torch.manual_seed(seed)
-    model = models.create(student)
+    model = models.create(student, num_classes=len(data.classes)) if start is None else copy.deepcopy(start).train()
     init = fingerprint(model)[:16]
     method = method or distill
     started = time.perf_counter()
@@ -173,25 +177,19 @@ class Protocol:
                    "batch_seed": seed if b.batch_order_per_seed else b.data_seed,
                    "views_seed": seed if b.views_per_seed else b.data_seed, **options}
         teacher = self.teacher if teacher is None else freeze(teacher)
-        kept = self._kept_run(seed, teacher, options) if self.store is not None else None
-        if kept is not None and kept.with_suffix(".json").is_file():
-            self.say(f"    (reusing the finished run {kept.name})")
-            model = load_weights(models.create(b.student), kept.with_suffix(".safetensors"))
-            return model, json.loads(kept.with_suffix(".json").read_text())
-        model, record = train_student(teacher, self.data, student=b.student, seed=seed, data_seed=b.data_seed,
-                                      progress=self.progress, **options)
-        if kept is not None:
-            save_weights(model, kept.with_suffix(".safetensors"), half=False)
-            kept.with_suffix(".json").write_text(json.dumps(record))  # written last: it marks the run finished
-        return model, record
+        start = options.get("start")
+        return kept_model(self.store, self._run_description(seed, teacher, options),
+                          lambda: train_student(teacher, self.data, student=b.student, seed=seed,
+                                                data_seed=b.data_seed, progress=self.progress, **options),
+                          lambda: models.create(b.student, num_classes=len(self.data.classes)) if start is None
+                          else copy.deepcopy(start), say=self.say)
 
-    def _kept_run(self, seed: int, teacher: FrozenTeacher, options: dict) -> Path:
-        """Where the run of these settings is kept: named by a hash of everything that decides its result."""
-        described = {k: getattr(v, "__name__", v) for k, v in options.items()}
-        what = json.dumps({"budget": asdict(self.budget), "seed": seed, "options": described,
-                           "teacher": fingerprint(teacher), "data": self.settings(),
-                           "training_set": _training_set_digest(self.data)}, sort_keys=True, default=str)
-        return Path(self.store) / hashlib.sha256(what.encode()).hexdigest()[:20]
+    def _run_description(self, seed: int, teacher: FrozenTeacher, options: dict) -> dict:
+        """Everything that decides a run's result: what its kept copy is named by."""
+        described = {k: fingerprint(v)[:16] if isinstance(v, nn.Module) else getattr(v, "__name__", v)
+                     for k, v in options.items()}
+        return {"budget": asdict(self.budget), "seed": seed, "options": described, "teacher": fingerprint(teacher),
+                "data": self.settings(), "training_set": training_set_digest(self.data)}
 
     def teacher_test_logits(self, teacher: nn.Module | None = None) -> torch.Tensor:
         """The teacher's logits on the test split (computed once per teacher)."""
@@ -214,7 +212,27 @@ class Protocol:
         return replace(self, data=data, budget=replace(self.budget, **budget_changes), _test_logits=self._test_logits)
 
 
-def _training_set_digest(data: CifarData) -> str:
+def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn.Module, dict]],
+               skeleton: Callable[[], nn.Module], say: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
+    """``make()``'s trained model and JSON-ready record, kept in the folder ``store`` under a hash of ``what``
+    (everything that decides the result); a later call with the same ``what`` reads them back into
+    ``skeleton()`` instead of training again, so an interrupted experiment continues (05_distill_student).
+    Without ``store`` it simply calls ``make()``."""
+    if store is None:
+        return make()
+    kept = Path(store) / hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    if kept.with_suffix(".json").is_file():
+        if say is not None:
+            say(f"    (reusing the finished run {kept.name})")
+        model = load_weights(skeleton(), kept.with_suffix(".safetensors"))
+        return model, json.loads(kept.with_suffix(".json").read_text())
+    model, record = make()
+    save_weights(model, kept.with_suffix(".safetensors"), half=False)
+    kept.with_suffix(".json").write_text(json.dumps(record))  # written last: it marks the run finished
+    return model, record
+
+
+def training_set_digest(data: CifarData) -> str:
     """A digest of which training images there are and their labels: runs on other training sets of the same size
     (another labelled fraction, pseudo-labels) must not be taken for each other."""
     h = hashlib.sha256(data.train_labels.numpy().tobytes())

@@ -117,24 +117,6 @@ def test_transfer_protocols_share_the_splits_and_the_images_seen(tiny_real, tmp_
     assert 0.0 <= sets["pseudo_label_accuracy"] <= 1.0
 
 
-def test_limited_data_comparison_on_a_tiny_subset(local_cifar, tmp_path, monkeypatch):
-    from labkit.experiments import limited_data_comparison
-    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    torch.manual_seed(7)
-    teacher = models.create("student_small")
-    data = local_cifar.subset(train_per_class=60, test_per_class=5, seed=0)
-    result = limited_data_comparison(teacher, data, T=2.0, alpha=0.5, fractions=(0.1,), images_seen=120, seeds=(0,),
-                                     val_per_class=5, log=None)
-    json.dumps(result)
-    row = result["fractions"]["0.1"]
-    assert row["labelled_images"] == 60 and row["epochs"] == pytest.approx(2.0)
-    runs = [r for arm in row["arms"].values() for r in arm["runs"]]
-    assert {r["alpha"] for r in runs} == {0.0, 0.5} and len({r["init_fingerprint"] for r in runs}) == 1
-    assert len(row["paired_gains"]) == 1
-    with pytest.raises(ValueError, match="fractions"):
-        limited_data_comparison(teacher, data, T=2.0, alpha=0.5, fractions=(0.0,), log=None)
-
-
 def test_history_of_reads_a_run_back_from_results():
     rows = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6}]
     results = {"runs": [{"arm": "distilled", "seed": 1, "history": History(rows).to_dict()}]}

@@ -107,3 +107,15 @@ def test_recomputed_stem_and_pools_give_the_same_step_with_less_memory(name):
     assert sum(kept.values()) < 0.9 * sum(kept_plain.values()), (kept, kept_plain)
     with torch.no_grad():  # eval mode and no_grad run the plain path
         torch.testing.assert_close(model.eval()(x), _plain_forward(oracle.eval(), x), rtol=0, atol=0)
+
+
+def test_a_model_for_fewer_classes_differs_only_in_its_head():
+    torch.manual_seed(0)
+    ten = models.create("student_small")
+    torch.manual_seed(0)
+    five = models.create("student_small", num_classes=5)
+    body = [k for k in ten.state_dict() if not k.startswith("head.")]
+    assert all(torch.equal(ten.state_dict()[k], five.state_dict()[k]) for k in body), "the same draws before the head"
+    assert five.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 5) and five.config["num_classes"] == 5
+    with pytest.raises(ValueError, match="num_classes"):
+        models.create("student_small", num_classes=0)

@@ -1,0 +1,93 @@
+"""The decision matrix from measurements: one row per way of shipping a CIFAR-10 model, and the rows no other row
+beats on both accuracy and throughput (introduced in 09_compress_and_deploy).
+
+:func:`decision_rows` reads the results of ``benchmarks/deploy.py`` (and the transfer-set benchmark's) into rows
+of ``strategy``, ``test_acc``, ``stored_kb``, ``latency_ms`` (batch 1), ``images_per_s`` (batch 256) and
+``measured_by`` (where each number comes from); :func:`pareto_front` marks the Pareto-optimal ones.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+FP32_ENGINES = ("fp32 eager", "fp32 compiled", "ORT fp32")
+INT8_ENGINES = ("int8 compiled", "ORT int8")
+
+
+def _fastest(deploy: dict, model: str, engines: Sequence[str]) -> str:
+    timed = deploy["timings"]["batch_256"]
+    return max(engines, key=lambda e: timed[f"{model}, {e}"]["images_per_s"]["median"])
+
+
+def _speed(deploy: dict, model: str, engine: str) -> dict:
+    """Stored size, batch-1 latency and batch-256 throughput of one measured deployment."""
+    key = f"{model}, {engine}"
+    return {"stored_kb": deploy["quality"][model][engine]["stored_kb"],
+            "latency_ms": deploy["timings"]["batch_1"][key]["ms"]["median"],
+            "images_per_s": deploy["timings"]["batch_256"][key]["images_per_s"]["median"]}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fraction: str = "0.02") -> list[dict]:
+    """The decision matrix's rows from ``deploy`` (the JSON of ``benchmarks/deploy.py``) and ``transfer_set`` (the
+    JSON of ``benchmarks/transfer_set.py``), for the parts that were run.
+
+    fp32 and int8 rows are the fastest engine of each kind (named in ``engine``). Rows whose network is one already
+    timed take its size and speed: the scratch and transfer-set students are ``student_small`` in fp32 like the
+    distilled one; a QAT student runs the int8 student's kernels (4-bit weights are stored and run as int8).
+    Pruned rows take the timings of their own, narrower networks (``"<model> pruned, fp32 eager"``). Accuracies
+    over seeds are means; ``seeds`` says how many.
+    """
+    rows = []
+
+    def add(strategy: str, test_acc: float, speed: dict, engine: str, measured_by: str, seeds: int = 1) -> None:
+        rows.append({"strategy": strategy, "test_acc": test_acc, **speed, "engine": engine, "seeds": seeds,
+                     "measured_by": measured_by})
+
+    quality = deploy["quality"]
+    for model, name in (("teacher", "teacher"), ("student", "student distilled")):
+        fp32, int8 = _fastest(deploy, model, FP32_ENGINES), _fastest(deploy, model, INT8_ENGINES)
+        add(f"{name}, fp32", quality[model][fp32]["test_acc"], _speed(deploy, model, fp32), fp32, "engines")
+        add(f"{name}, int8", quality[model][int8]["test_acc"], _speed(deploy, model, int8), int8, "engines")
+    student_fp32 = _fastest(deploy, "student", FP32_ENGINES)
+    if "scratch_student" in deploy:
+        add("student scratch, fp32", deploy["scratch_student"]["test_acc"], _speed(deploy, "student", student_fp32),
+            student_fp32, "engines (student_small_scratch, timed as the distilled student)")
+    if "qat" in deploy:
+        q = deploy["qat"]
+        int8 = _fastest(deploy, "student", INT8_ENGINES)
+        bits = q["settings"]["weight_bits"]
+        for arm, label in (("post-training", "post-training"), ("QAT KD", "QAT + KD"), ("QAT labels", "QAT, labels")):
+            accs = q["arms"][arm]["test_acc"]
+            add(f"student distilled, {label} ({bits}-bit weights)", _mean(accs), _speed(deploy, "student", int8), int8,
+                "qat (timed as the int8 student)", len(accs))
+    if "pruning" in deploy:
+        p = deploy["pruning"]
+        for model, arm, label in (("teacher", "pruned + KD", "teacher pruned + KD"),
+                                  ("student", "pruned + KD", "student pruned + KD"),
+                                  ("student", "narrow, scratch KD", "narrow student trained directly, KD")):
+            if arm in p["arms"].get(model, {}):
+                accs = p["arms"][model][arm]["test_acc"]
+                key = f"{model} pruned, fp32 eager"
+                timed = {"latency_ms": deploy["timings"]["batch_1"][key]["ms"]["median"],
+                         "images_per_s": deploy["timings"]["batch_256"][key]["images_per_s"]["median"]}
+                add(label, _mean(accs), {"stored_kb": p["arms"][model][arm]["stored_kb"], **timed}, "fp32 eager",
+                    "pruning (timed with the engines)", len(accs))
+    if transfer_set is not None and transfer_fraction in transfer_set.get("fractions", {}):
+        arm = transfer_set["fractions"][transfer_fraction]["arms"]["distilled, transfer set"]
+        add(f"transfer-set student ({float(transfer_fraction):.0%} labels), fp32", arm["test_acc"]["mean"],
+            _speed(deploy, "student", student_fp32), student_fp32,
+            "transfer_set (timed as the distilled student)", arm["test_acc"]["n"])
+    return rows
+
+
+def pareto_front(rows: Sequence[dict], accuracy: str = "test_acc", speed: str = "images_per_s") -> list[dict]:
+    """Copies of ``rows`` with ``pareto`` True where no other row is at least as accurate and at least as fast and
+    better in one of the two: the strategies worth considering; every other one is beaten outright."""
+    def beaten(r: dict) -> bool:
+        return any(o[accuracy] >= r[accuracy] and o[speed] >= r[speed] and (o[accuracy] > r[accuracy] or
+                                                                            o[speed] > r[speed]) for o in rows)
+    return [{**r, "pareto": not beaten(r)} for r in rows]
