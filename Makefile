@@ -9,9 +9,13 @@ STAMP  := $(VENV)/.labkit-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# JupyterLab's settings overrides (no news pop-up, no update check: the course runs offline) go where the
+# environment's JupyterLab reads them.
+$(STAMP): pyproject.toml .jupyterlab-overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp .jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 # Root (containers, CI) must opt in explicitly; everyone else gets JupyterLab's defaults.

@@ -4,8 +4,8 @@ Starts JupyterLab from this environment on a free localhost port with a random t
 of the notebook (so the committed one is never saved over), runs all cells from the Run menu, drags the slider
 to the right and checks that the entropy readout follows. Screenshots before and after go to ``$LABKIT_ARTIFACTS``
 (default ``test-artifacts/``). Needs Playwright (the ``browser`` extra) and a Chromium on the machine (Debian:
-``apt-get install chromium``; another binary: ``LABKIT_CHROMIUM=/path``). Without them the test fails;
-``LABKIT_NO_BROWSER=1`` skips it instead.
+``apt-get install chromium``; another binary: ``LABKIT_CHROMIUM=/path``). Without them the test is skipped, with
+the reason, except under CI (``CI`` set), where it fails; ``LABKIT_NO_BROWSER=1`` skips it anywhere.
 """
 
 from __future__ import annotations
