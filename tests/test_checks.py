@@ -3,6 +3,7 @@ into CheckFailed (never a TypeError from inside the check)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -284,6 +285,42 @@ def test_confident_mistakes_by_logit():
 # 05_distill_student
 
 
+def _step(*, zero=True, swap=False, t=None, a=None, teacher_learns=False, result="item"):
+    def step(student, teacher, images, labels, optimizer, T, alpha):
+        context = contextlib.nullcontext() if teacher_learns else torch.no_grad()
+        with context:
+            teacher_logits = teacher(images)
+        student_logits = student(images)
+        pair = (teacher_logits, student_logits) if swap else (student_logits, teacher_logits)
+        loss = distillation_loss(*pair, labels, T=T if t is None else t, alpha=alpha if a is None else a)
+        if teacher_learns:
+            loss = loss + teacher_logits.sum()
+        if zero:
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if teacher_learns:
+            with torch.no_grad():
+                for p in teacher.parameters():
+                    p -= 0.1 * p.grad
+        return {"item": loss.item(), "none": None, "zero": 0.0}[result]
+    return step
+
+
+def test_distillation_step(capsys):
+    passes(capsys, checks.check_distillation_step, _step())
+    fails_with("zero_grad", checks.check_distillation_step, _step(zero=False))
+    fails_with("swapped", checks.check_distillation_step, _step(swap=True))
+    fails_with("temperature", checks.check_distillation_step, _step(t=1.0))
+    fails_with("1 - alpha", checks.check_distillation_step, _step(a=0.3))
+    fails_with("teacher's weights changed", checks.check_distillation_step, _step(teacher_learns=True))
+    fails_with("returned None", checks.check_distillation_step, _step(result="none"))
+    fails_with("loss.item", checks.check_distillation_step, _step(result="zero"))
+    fails_with("did not change", checks.check_distillation_step, lambda s, t, x, y, o, T, a: 1.0)
+    fails_with("raised ZeroDivisionError", checks.check_distillation_step, lambda *args: 1 / 0)
+    fails_with("should be a function", checks.check_distillation_step, None)
+
+
 def test_unweighted_kl(capsys):
     history, T, alpha = {"kl_part": [0.9, 0.5, 0.3]}, 4.0, 0.9
     kl = [v / (alpha * T**2) for v in history["kl_part"]]
@@ -510,6 +547,7 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_tta_passes(answer),
         lambda: checks.check_temperature_scaling(answer, logits, labels),
         lambda: checks.check_confident_mistakes(answer, logits, labels),
+        lambda: checks.check_distillation_step(answer),
         lambda: checks.check_unweighted_kl(answer, {"kl_part": [0.1, 0.2]}, 2.0, 0.5),
         lambda: checks.check_agreement_vs_accuracy(answer, answer, [{"history": {"val_agreement": [1.0],
                                                                                  "val_acc": [1.0]}}]),
