@@ -39,7 +39,7 @@ SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 10
 SWEEP_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 06
 BEYOND = dict(student="student_small", epochs=pick(4, 1), batch_size=pick(512, 100), data_seed=0)
 BEYOND_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 08
-SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercises 2 and 3, at labkit.experiments.short_budget()
+SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercise 3, at labkit.experiments.short_budget()
 
 
 def without_t_squared(T: float, alpha: float) -> tuple[float, float]:
@@ -146,23 +146,6 @@ def e06_without_t2(ctx: dict) -> dict:
             "runs": runs}
 
 
-def e05_medium(ctx: dict) -> dict:
-    """05, exercise 2: student_small and student_medium, labels only vs distilled (T=1, alpha=0.5), short budget."""
-    b = short_budget()
-    common = dict(epochs=b.epochs, batch_size=b.batch_size, teacher_views=b.teacher_views, data_seed=b.data_seed,
-                  T=SHORT_T)
-    out = {"T": SHORT_T, "alpha": SHORT_ALPHA, "runs": []}
-    for student in ("student_small", "student_medium"):
-        arms = {alpha: [val_run(ctx["teacher"], ctx["short_tune"], student=student, alpha=alpha, seed=k, **common)
-                        for k in b.seeds] for alpha in (0.0, SHORT_ALPHA)}
-        key = student.removeprefix("student_")
-        out[f"{key}_scratch"] = [r["val_acc"] for r in arms[0.0]]
-        out[f"{key}_distilled"] = [r["val_acc"] for r in arms[SHORT_ALPHA]]
-        out[f"{key}_paired_gains"] = [d - c for d, c in zip(out[f"{key}_distilled"], out[f"{key}_scratch"])]
-        out["runs"] += arms[0.0] + arms[SHORT_ALPHA]
-    return out
-
-
 def e05_online(ctx: dict) -> dict:
     """05, exercise 3: one epoch of distill with cached teacher logits vs the online teacher."""
     b = short_budget()
@@ -225,7 +208,7 @@ def e08_inconsistent(ctx: dict) -> dict:
 SECTIONS: dict[str, Callable[[dict], dict]] = {
     "06-e1": e06_seeds, "06-e2": e06_below_one, "06-e3": e06_without_t2,
     "05-e3": e05_online, "08-e3": e08_inconsistent, "08-e1": e08_hints,
-    "05-e2": e05_medium, "08-e2": e08_patience,
+    "08-e2": e08_patience,
 }
 
 

@@ -330,6 +330,31 @@ def check_distillation_loss(my_distillation_loss: Callable) -> None:
     _passed("my_distillation_loss equals labkit.distillation_loss for 4 settings of T and alpha")
 
 
+def check_loss_parts(parts: Any, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                     T: float, alphas: Sequence[float]) -> None:
+    """Exercise 4 of 03_kl_divergence: the soft and hard terms of Hinton's loss for one student, at each alpha.
+
+    ``parts[alpha]`` must be ``(soft, hard)`` with soft = alpha · T² · KL(teacher_T ‖ student_T) and hard =
+    (1 − alpha) · CE(student, labels), both batch means; they are recomputed with SciPy.
+    """
+    if not isinstance(parts, dict) or sorted(parts) != sorted(alphas):
+        raise CheckFailed(f"`parts` should be a dict with one entry per alpha, keys {list(alphas)}")
+    kl = _kl(_soft(teacher_logits, T), _soft(student_logits, T)).item()
+    ce = F.cross_entropy(student_logits.double(), labels).item()
+    for alpha in alphas:
+        expected = torch.tensor([alpha * T**2 * kl, (1 - alpha) * ce])
+        _compare(parts[alpha], expected, f"parts[{alpha:g}]", {
+            "the soft term lacks `T**2`": torch.tensor([alpha * kl, (1 - alpha) * ce]),
+            "the terms are not weighted: multiply the soft one by `alpha`, the hard one by `1 - alpha`":
+                torch.tensor([T**2 * kl, ce]),
+            "soft and hard are swapped: `(soft, hard)`": torch.tensor([(1 - alpha) * ce, alpha * T**2 * kl]),
+            "the KL is in the wrong direction: the teacher's soft targets come first, KL(teacher_T ‖ student_T)":
+                torch.tensor([alpha * T**2 * _kl(_soft(student_logits, T), _soft(teacher_logits, T)).item(),
+                              (1 - alpha) * ce]),
+        }, rtol=1e-3)
+    _passed(f"soft and hard terms at {len(alphas)} values of alpha (T = {T:g})")
+
+
 # 04_cifar_teacher
 
 
@@ -392,6 +417,34 @@ def check_confident_mistakes(worst8: Sequence[int], logits: torch.Tensor, labels
         raise CheckFailed("`worst8` is ranked by the largest logit: confidence is the largest *probability* (softmax)")
     raise CheckFailed(f"`worst8` are mistakes, but not the 8 most confident: those have at least {top[-1]:.1%}, "
                       f"one of yours has {confidence[idx].min():.1%}")
+
+
+def check_smoothing_calibration(calibration_demo: Any, labels: torch.Tensor) -> None:
+    """Exercise 4 of 04_cifar_teacher: accuracy and mean confidence of two small models, trained with label
+    smoothing 0.2 and without it.
+
+    ``calibration_demo[eps]`` for ``eps`` in (0.2, 0.0) holds ``"logits"`` (on the images of ``labels``), ``"acc"``
+    and ``"confidence"`` (mean top probability); both numbers are recomputed from the logits.
+    """
+    if not isinstance(calibration_demo, dict) or sorted(calibration_demo) != [0.0, 0.2]:
+        raise CheckFailed("`calibration_demo` should be a dict with keys 0.2 and 0.0 (the label smoothing of each "
+                          "model), each holding 'logits', 'acc' and 'confidence'")
+    logits = {}
+    for eps, entry in calibration_demo.items():
+        if not isinstance(entry, dict) or not {"logits", "acc", "confidence"} <= set(entry):
+            raise CheckFailed(f"`calibration_demo[{eps:g}]` should be a dict with 'logits', 'acc' and 'confidence'")
+        z = _tensor(entry["logits"], f"calibration_demo[{eps:g}]['logits']", shape=(len(labels), 10))
+        probs = torch.from_numpy(softmax(z.numpy(), axis=1))
+        _compare(entry["acc"], (probs.argmax(1) == labels).double().mean(), f"calibration_demo[{eps:g}]['acc']")
+        _compare(entry["confidence"], probs.max(1).values.mean(), f"calibration_demo[{eps:g}]['confidence']", {
+            "that is the mean probability of the true class; confidence is the *top* probability":
+                probs[torch.arange(len(labels)), labels].mean(),
+        })
+        logits[eps] = z
+    if torch.allclose(logits[0.0], logits[0.2]):
+        raise CheckFailed("both entries hold the same logits: train a second model with `label_smoothing=0.0`")
+    c = {eps: calibration_demo[eps]["confidence"] for eps in logits}
+    _passed(f"mean confidence {c[0.2]:.1%} with label smoothing 0.2, {c[0.0]:.1%} without")
 
 
 # 05_distill_student

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labkit import checks, distillation_loss
+from labkit import checks, distillation_loss, distillation_loss_parts, kl_divergence, soft_targets
 from labkit.checks import CheckFailed
 from labkit.data import CIFAR10_CLASSES
 from labkit.evaluate import expected_calibration_error
@@ -528,6 +528,44 @@ def test_beta_sweep(capsys):
 
 
 
+def loss_parts_of(student, teacher, labels, T, alphas, soft_scale=1.0):
+    out = {}
+    for a in alphas:
+        _, soft, hard = distillation_loss_parts(student, teacher, labels, T=T, alpha=a)
+        out[a] = (soft.item() * soft_scale, hard.item())
+    return out
+
+
+def test_loss_parts(capsys, logits, labels):
+    s, t, y, T, alphas = logits[:50] / 2, logits[50:100], labels[:50], 2.0, (0.0, 0.5, 1.0)
+    passes(capsys, checks.check_loss_parts, loss_parts_of(s, t, y, T, alphas), s, t, y, T, alphas)
+    fails_with("lacks `T", checks.check_loss_parts, loss_parts_of(s, t, y, T, alphas, soft_scale=1 / T**2), s, t, y, T, alphas)
+    swapped = {a: v[::-1] for a, v in loss_parts_of(s, t, y, T, alphas).items()}
+    fails_with("swapped", checks.check_loss_parts, swapped, s, t, y, T, alphas)
+    full_soft, full_hard = loss_parts_of(s, t, y, T, (1.0,))[1.0][0], loss_parts_of(s, t, y, T, (0.0,))[0.0][1]
+    fails_with("not weighted", checks.check_loss_parts, {a: (full_soft, full_hard) for a in alphas}, s, t, y, T, alphas)
+    reverse = {a: (a * T**2 * kl_divergence(soft_targets(s, T), soft_targets(t, T)).item(),
+                   (1 - a) * F.cross_entropy(s, y).item()) for a in alphas}
+    fails_with("wrong direction", checks.check_loss_parts, reverse, s, t, y, T, alphas)
+    fails_with("one entry per alpha", checks.check_loss_parts, {0.5: (0.0, 0.0)}, s, t, y, T, alphas)
+
+
+def calibration_entry(z, y):
+    probs = torch.softmax(z, 1)
+    return {"logits": z, "acc": (probs.argmax(1) == y).double().mean().item(), "confidence": probs.max(1).values.mean().item()}
+
+
+def test_smoothing_calibration(capsys, logits, labels):
+    z, y = logits[:100], labels[:100]
+    demo = {0.2: calibration_entry(z / 3, y), 0.0: calibration_entry(z, y)}
+    passes(capsys, checks.check_smoothing_calibration, demo, y)
+    true_class = {**demo, 0.0: {**demo[0.0], "confidence": torch.softmax(z, 1)[torch.arange(100), y].mean().item()}}
+    fails_with("true class", checks.check_smoothing_calibration, true_class, y)
+    fails_with("same logits", checks.check_smoothing_calibration, {0.2: demo[0.0], 0.0: demo[0.0]}, y)
+    fails_with("acc", checks.check_smoothing_calibration, {**demo, 0.2: {**demo[0.2], "acc": 0.0}}, y)
+    fails_with("keys 0.2 and 0.0", checks.check_smoothing_calibration, {0.2: demo[0.2]}, y)
+
+
 # Garbage in any check is a CheckFailed, never an exception from inside the check.
 
 
@@ -544,7 +582,9 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_numpy_softmax(answer, logits[:10]),
         lambda: checks.check_kl_directions(answer, answer, logits[:50], logits[50:100]),
         lambda: checks.check_distillation_loss(answer),
+        lambda: checks.check_loss_parts(answer, logits[:10], logits[10:20], labels[:10], 2.0, (0.0, 1.0)),
         lambda: checks.check_tta_passes(answer),
+        lambda: checks.check_smoothing_calibration(answer, labels[:10]),
         lambda: checks.check_temperature_scaling(answer, logits, labels),
         lambda: checks.check_confident_mistakes(answer, logits, labels),
         lambda: checks.check_distillation_step(answer),
