@@ -15,6 +15,7 @@ from labkit import checks, distillation_loss, distillation_loss_parts, kl_diverg
 from labkit.checks import CheckFailed
 from labkit.data import CIFAR10_CLASSES
 from labkit.evaluate import expected_calibration_error
+from labkit.omitted import choose_bias, with_bias
 
 # Some tests make PyTorch's reduction="mean" mistake on purpose; PyTorch warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:reduction. 'mean' divides:UserWarning")
@@ -454,6 +455,54 @@ def test_pseudo_labels(capsys):
 
 
 
+# 10_omitted_class
+
+
+def bias_scores(logits, labels, omitted, grid, only=None):
+    keep = torch.ones_like(labels, dtype=torch.bool) if only is None else only
+    return torch.stack([(with_bias(logits, omitted, float(b)).argmax(1) == labels)[keep].double().mean() for b in grid])
+
+
+def largest_best_bias(logits, labels, omitted, grid):
+    scores = bias_scores(logits, labels, omitted, grid)
+    return float(grid[int(torch.nonzero(scores == scores.max())[-1])])
+
+
+def omitted_only_bias(logits, labels, omitted, grid):
+    return float(grid[int(bias_scores(logits, labels, omitted, grid, labels == omitted).argmax())])
+
+
+def in_place_bias(logits, labels, omitted, grid):
+    logits[:, omitted] += 1.0
+    return choose_bias(logits, labels, omitted, grid)
+
+
+def test_choose_bias(capsys):
+    passes(capsys, checks.check_choose_bias, choose_bias)
+    fails_with("the largest", checks.check_choose_bias, largest_best_bias)
+    fails_with("omitted class only", checks.check_choose_bias, omitted_only_bias)
+    fails_with("copy", checks.check_choose_bias, in_place_bias)
+    fails_with("the best is", checks.check_choose_bias, lambda logits, labels, omitted, grid: 0.0)
+    fails_with("returned None", checks.check_choose_bias, lambda *args: None)
+
+
+WHERE_CATS_GO = {"distilled": [{"omitted_row": [1, 0, 2, 0, 0, 5, 0, 0, 0, 0],
+                                "omitted_row_biased": [0, 0, 1, 6, 0, 1, 0, 0, 0, 0]},
+                               {"omitted_row": [0, 0, 4, 0, 0, 3, 1, 0, 0, 0],
+                                "omitted_row_biased": [0, 0, 2, 5, 0, 1, 0, 0, 0, 0]}],
+                 "labels only": [{"omitted_row": [0, 0, 6, 0, 0, 2, 0, 0, 0, 0],
+                                  "omitted_row_biased": [0, 0, 5, 1, 0, 2, 0, 0, 0, 0]}]}
+
+
+def test_where_cats_go(capsys):
+    passes(capsys, checks.check_where_cats_go, {"distilled": "dog", "labels only": "bird"}, WHERE_CATS_GO, CLASSES)
+    fails_with("an index", checks.check_where_cats_go, {"distilled": 5, "labels only": "bird"}, WHERE_CATS_GO, CLASSES)
+    fails_with("after", checks.check_where_cats_go, {"distilled": "cat", "labels only": "bird"}, WHERE_CATS_GO, CLASSES)
+    fails_with("add up the seeds", checks.check_where_cats_go, {"distilled": "bird", "labels only": "bird"},
+               WHERE_CATS_GO, CLASSES)  # bird leads the second seed only: add up the seeds
+    fails_with("one class name per arm", checks.check_where_cats_go, {"distilled": "dog"}, WHERE_CATS_GO, CLASSES)
+
+
 # 12_distill_language_model
 
 
@@ -596,6 +645,8 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_disagreement(answer, answer, answer, [logits[:10], logits[10:20]], logits[:10]),
         lambda: checks.check_inconsistent_fm_loss(answer),
         lambda: checks.check_pruned_int8_row(answer, {}),
+        lambda: checks.check_choose_bias(answer),
+        lambda: checks.check_where_cats_go(answer, WHERE_CATS_GO, CLASSES),
         lambda: checks.check_pseudo_labels(answer, labels[:10], torch.arange(10) < 3, logits[:10]),
         lambda: checks.check_reverse_kl(answer),
         lambda: checks.check_lowest_diversity(answer, DIVERSITY),

@@ -9,7 +9,7 @@ import torch
 
 from labkit import models
 from labkit.data import CifarData
-from labkit.omitted import choose_bias, omitted_class_experiment, with_bias, without_class
+from labkit.omitted import choose_bias, choose_omitted_setting, omitted_class_experiment, with_bias, without_class
 
 
 def test_without_class_removes_every_training_image_of_it():
@@ -49,3 +49,23 @@ def test_omitted_class_experiment_on_a_tiny_subset(local_cifar, tmp_path, monkey
         assert sum(run["omitted_row"]) == 10 and sum(run["omitted_row_biased"]) == 10
         assert run["omitted_acc_biased"] >= run["omitted_acc"]
     assert result["runs"]["distilled"][0]["init_fingerprint"] == result["runs"]["labels only"][0]["init_fingerprint"]
+
+
+def test_choose_omitted_setting_uses_validation_only(local_cifar, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(12)
+    teachers = {"a": models.create("student_small"), "b": models.create("student_small")}
+    result = choose_omitted_setting(teachers, local_cifar, omitted=3, candidates=((1.0, 0.5), (2.0, 0.9)),
+                                    epochs=1, seeds=(4, 5), teacher_views=1, batch_size=50, val_per_class=5,
+                                    train_per_class=30, test_per_class=10, log=None)
+    json.dumps(result)
+    tried = result["candidates"]
+    assert [(c["teacher"], c["T"], c["alpha"]) for c in tried] == [("a", 1, 0.5), ("a", 2, 0.9), ("b", 1, 0.5),
+                                                                   ("b", 2, 0.9)]
+    best = max(c["val_omitted_acc_biased"] for c in tried)
+    first_best = next(c for c in tried if c["val_omitted_acc_biased"] == best)
+    assert result["chosen"] == {k: first_best[k] for k in ("teacher", "T", "alpha")}
+    assert all(not k.startswith("test") for c in tried + [result["labels_only"]] for k in c)
+    assert result["settings"]["seeds"] == [4, 5] and result["settings"]["omitted_name"] == "cat"
+    with pytest.raises(ValueError, match="at least one teacher"):
+        choose_omitted_setting({}, local_cifar, omitted=3, candidates=((1.0, 0.5),), log=None)
