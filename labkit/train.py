@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.notebook import tqdm as notebook_tqdm
 
 from labkit.data import CifarData, atomic_torch_save
 from labkit.distillation import distillation_loss_parts, kl_at_temperature
@@ -120,6 +121,10 @@ class WeightAverage:
                     current.copy_(avg)
 
 
+# A terminal redraws its bar in place, so each finished epoch also prints a line there; in a notebook the epoch rows
+# stay in the returned History, and the experiment shows one summary table instead of a log.
+EPOCH_LINES = not issubclass(tqdm, notebook_tqdm)
+
 Mixer = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -216,7 +221,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
         row.update(evaluate_epoch(model))
         row.update(seconds=round(seconds, 2), images_per_s=round(seen / seconds, 1))
         history.append(row)
-        if progress and parallel.is_main_process:
+        if progress and EPOCH_LINES and parallel.is_main_process:
             tqdm.write(f"{desc} " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if checkpoint is not None and parallel.is_main_process:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -312,7 +317,8 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
     checkpoint written with other settings is refused); ``history.csv`` is written there too (CSV is the
     default tracker). ``callbacks`` are called with each epoch's row on the main process, e.g.
     :class:`labkit.tracking.TensorBoardLogger` (05_distill_student). It runs on :func:`labkit.device`, and under
-    ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md).
+    ``accelerate launch`` it trains data parallel with the same global batch (docs/scaling.md). ``progress``
+    shows a bar per epoch, and in a terminal also prints each finished epoch's row (:data:`EPOCH_LINES`).
     """
     if count_unlabelled(data):
         raise TransferSetError(f"{count_unlabelled(data):,} training images have no label, and train() learns from "

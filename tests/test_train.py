@@ -306,3 +306,13 @@ def test_the_evaluation_split_is_named_in_every_column(small_cifar, trained_smal
     history = distill(models.create("student_small"), trained_small[0], tune, epochs=1, teacher_views=1, **FAST)
     assert {"val_acc", "val_agreement", "val_kl"} <= set(history.columns)
     assert not any(c.startswith("test_") for c in history.columns)
+
+
+@pytest.mark.parametrize("epoch_lines", [True, False])
+def test_epoch_rows_are_printed_in_a_terminal_and_kept_in_the_history_in_a_notebook(small_cifar, capsys, monkeypatch,
+                                                                                    epoch_lines):
+    monkeypatch.setattr("labkit.train.EPOCH_LINES", epoch_lines)
+    history = train(models.create("student_small"), small_cifar.subset(train_per_class=20, test_per_class=5),
+                    epochs=2, batch_size=100, progress=True)
+    printed = [line for line in capsys.readouterr().out.splitlines() if "epoch=" in line]
+    assert len(printed) == (2 if epoch_lines else 0) and history["epoch"] == [1, 2]
