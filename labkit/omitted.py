@@ -75,16 +75,20 @@ def _omitted_protocol(teacher: nn.Module, data: CifarData, omitted: int, budget:
     return protocol.with_training(without_class(protocol.data, omitted))
 
 
-def _run_on_validation(protocol: Protocol, seed: int, omitted: int, teacher: nn.Module | None = None,
-                       **options) -> tuple[nn.Module, dict]:
+def _run_on_validation(protocol: Protocol, seed: int, omitted: int, **options) -> tuple[nn.Module, dict]:
     """One student through ``protocol``; its bias chosen on validation and its ``val_*`` scores with that bias."""
     split = protocol.data
-    model, record = protocol.train(seed, teacher=teacher, **options)
+    model, record = protocol.train(seed, **options)
     val_logits = predict_logits(model, split.val_images)
     bias = choose_bias(val_logits, split.val_labels, omitted)
     scores = omitted_scores(val_logits, split.val_labels, omitted, bias)
-    record.update(bias=bias, val_omitted_acc=scores["omitted_acc"], val_omitted_acc_biased=scores["omitted_acc_biased"])
+    record.update(bias=bias, val_omitted_acc=scores["omitted_acc"],
+                  val_omitted_acc_biased=scores["omitted_acc_biased"])
     return model, record
+
+
+def _val_fields(record: dict) -> dict:
+    return {k: record[k] for k in ("val_acc", "bias", "val_omitted_acc", "val_omitted_acc_biased")}
 
 
 def choose_omitted_setting(teachers: dict[str, nn.Module], data: CifarData, *, omitted: int,
@@ -109,15 +113,12 @@ def choose_omitted_setting(teachers: dict[str, nn.Module], data: CifarData, *, o
             tried.append({"teacher": name, "T": float(T), "alpha": float(alpha), **_val_fields(record)})
             protocol.say(f"    validation: omitted class {tried[-1]['val_omitted_acc_biased']:.1%} with bias "
                          f"{record['bias']:.1f}, overall {record['val_acc']:.1%}")
+    # alpha = 0: the teacher plays no part, so the last teacher's protocol serves as well as any
     labels_only = _val_fields(_run_on_validation(protocol, seed, omitted, T=1.0, alpha=0.0)[1])
     best = max(range(len(tried)), key=lambda i: (tried[i]["val_omitted_acc_biased"], -i))
     return {"chosen": {k: tried[best][k] for k in ("teacher", "T", "alpha")}, "candidates": tried,
             "labels_only": labels_only, "settings": protocol.settings(omitted=omitted,
                                                                      omitted_name=data.classes[omitted])}
-
-
-def _val_fields(record: dict) -> dict:
-    return {k: record[k] for k in ("val_acc", "bias", "val_omitted_acc", "val_omitted_acc_biased")}
 
 
 def omitted_class_experiment(teacher: nn.Module, data: CifarData, *, omitted: int, T: float, alpha: float,
