@@ -25,9 +25,9 @@ SHIPPED: dict[str, tuple[str, str, str]] = {
     "teacher_3": ("teacher_wide_last", "teacher_3.safetensors",
                   "f4c6a674e3afe5b2fc86b8000475f0bdf8b5c8e523e689aed666049afe8d383b"),
     "student_small_scratch": ("student_small", "student_small_scratch.safetensors",
-                              "274eca8db0f6ada63c66e1af714bb8dc18133411268c99cad6e5e8b6ef1c38cf"),
+                              "bfb57b6baf71ded10ad68f7eaec4a8899dec70eaff01f592a7367c17736c1e3a"),
     "student_small_distilled": ("student_small", "student_small_distilled.safetensors",
-                                "a16c46df8ba47429b3f00264d531c9b522e3db965fa120aed0f0537c1bb8fe91"),
+                                "7b0bc3d0eaae118d73fd5505299995332412dab083655fa80983a80b2fbf5092"),
 }
 
 
