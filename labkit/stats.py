@@ -38,7 +38,6 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
             "shown": bool(low > 0 or high < 0)}
 
 
-
 def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, str]],
                  confidence: float = 0.95) -> dict[str, dict]:
     """``"a - b"`` for each ``(a, b)`` in ``pairs``: the paired difference of the arms' values per seed (in the same
@@ -51,6 +50,7 @@ def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, st
     if missing:
         raise ValueError(f"no arm named {missing}; the arms are {list(arms)}")
     return {f"{a} - {b}": paired_interval(arms[a], arms[b], confidence) for a, b in pairs}
+
 
 def describe_gain(gain: dict, unit: float = 100.0, suffix: str = " points") -> str:
     """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``)."""
