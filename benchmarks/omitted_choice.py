@@ -39,10 +39,10 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"tiny subset, 1 epoch (also set by {QUICK_ENV}=1)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     quick = quick_mode()
@@ -58,6 +58,7 @@ def main() -> None:
     about = f"{payload['wall_seconds'] / 60:.1f} min (runs read back from runs/omitted_choice included)"
     write_report(name, payload, "The omitted-class experiment's setting, chosen on validation", about,
                  markdown(payload), quick)
+    return payload
 
 
 if __name__ == "__main__":
