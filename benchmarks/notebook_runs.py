@@ -1,7 +1,8 @@
 """Run every notebook top to bottom in a fresh kernel; report wall time and peak memory; optionally keep the outputs.
 
 ``make outputs`` runs this in full mode with ``--inplace``: the committed notebooks then carry the outputs of a
-real full-mode run of the current code, so they read well on GitHub. Peak memory is the kernel's: the largest
+real full-mode run of the current code, so they read well on GitHub (without the progress bars, which a live
+notebook removes once a cell has run: :func:`drop_progress_bars`). Peak memory is the kernel's: the largest
 resident set the Linux kernel recorded for it (VmHWM, including shared library pages) and the largest anonymous
 (heap) part seen by sampling every 0.2 s, which is what a Binder-sized memory limit mostly has to hold. It also
 records how much of the resident set is CUDA-only libraries (PyPI's torch is a CUDA build even on a CPU machine;
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -159,6 +161,50 @@ def _drop_page_cache() -> bool:
         return False
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+MODEL_REFERENCE = re.compile(r"IPY_MODEL_(\w+)")
+
+
+def _is_progress_bar(state: dict, model_id: str) -> bool:
+    """tqdm.notebook's bar: a box of text, a progress bar and text."""
+    model = state.get(model_id, {})
+    children = [state.get(c.removeprefix("IPY_MODEL_"), {}).get("model_name")
+                for c in model.get("state", {}).get("children", [])]
+    return model.get("model_name") == "HBoxModel" and children == ["HTMLModel", "FloatProgressModel", "HTMLModel"]
+
+
+def _models_under(state: dict, model_id: str) -> set[str]:
+    found, todo = set(), [model_id]
+    while todo:
+        current = todo.pop()
+        if current in found or current not in state:
+            continue
+        found.add(current)
+        todo += MODEL_REFERENCE.findall(json.dumps(state[current]["state"]))
+    return found
+
+
+def drop_progress_bars(notebook: nbformat.NotebookNode) -> int:
+    """Remove the tqdm progress bars from ``notebook``'s outputs and their widget state; returns how many.
+
+    Every labkit bar closes with ``leave=False``, so a live notebook shows none once its cell has run; saved, each
+    would still show its first frame as text on GitHub and nbviewer ("epoch 1/3: 0%|"), one line per epoch.
+    """
+    widgets = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {})
+    state = widgets.get("state", {})
+    bars = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        ids = [o.get("data", {}).get(WIDGET_VIEW, {}).get("model_id") for o in cell.outputs]
+        bars += [i for i in ids if i and _is_progress_bar(state, i)]
+        cell.outputs = [o for o, i in zip(cell.outputs, ids) if not (i and _is_progress_bar(state, i))]
+    for model_id in set().union(*(_models_under(state, b) for b in bars)):
+        del state[model_id]
+    return len(bars)
+
+
 def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: int | None = None) -> dict:
     notebook = nbformat.read(path, as_version=4)
     memory = KernelMemory()
@@ -175,6 +221,7 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
             completed = False  # killed for memory: recorded, and the notebook file is left as it was
     seconds = time.perf_counter() - started
     if inplace and completed:
+        drop_progress_bars(notebook)
         nbformat.write(notebook, path)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,

@@ -454,6 +454,40 @@ def test_pseudo_labels(capsys):
     fails_with("swapped", checks.check_pseudo_labels, torch.where(labelled, guess, y), y, labelled, teacher_logits)
 
 
+SECTION_2 = {"labels only": [0.80, 0.82, 0.81], "distilled, T = 2": [0.83, 0.82, 0.84]}
+
+
+def noisy_answer(low_labels=(0.80, 0.82, 0.81), sign=1.0):
+    def run(labels, distilled):
+        return {"accs": {"labels only": list(labels), "distilled": list(distilled)},
+                "gain": {"mean": sign * (np.mean(distilled) - np.mean(labels))}}
+    return {0.1: run(low_labels, SECTION_2["distilled, T = 2"]), 0.3: run([0.70, 0.71, 0.69], [0.76, 0.74, 0.75])}
+
+
+def test_noisy_rerun(capsys):
+    passes(capsys, checks.check_noisy_rerun, noisy_answer(), SECTION_2)
+    fails_with("labels only - distilled", checks.check_noisy_rerun, noisy_answer(sign=-1.0), SECTION_2)
+    fails_with("reproduce section 2", checks.check_noisy_rerun, noisy_answer(low_labels=(0.7, 0.8, 0.9)), SECTION_2)
+    fails_with("keys 0.1 and 0.3", checks.check_noisy_rerun, {0.1: noisy_answer()[0.1]}, SECTION_2)
+    short = noisy_answer()
+    short[0.3]["accs"]["distilled"] = [0.7]
+    fails_with("one accuracy per seed", checks.check_noisy_rerun, short, SECTION_2)
+
+
+FEW = {"labels only": [0.5, 0.6], "distilled, labelled only": [0.55, 0.62], "distilled, transfer set": [0.8, 0.85],
+       "pseudo-labels": [0.78, 0.8]}
+
+
+def test_bigger_student(capsys):
+    big = {arm: [v + 0.01 for v in values] for arm, values in FEW.items()}
+    gain = {"mean": np.mean(big["distilled, transfer set"]) - np.mean(big["labels only"])}
+    passes(capsys, checks.check_bigger_student, big, gain, FEW)
+    fails_with("16-unit student", checks.check_bigger_student, FEW, gain, FEW)
+    fails_with("labels only - transfer set", checks.check_bigger_student, big, {"mean": -gain["mean"]}, FEW)
+    fails_with("entry 'pseudo-labels'", checks.check_bigger_student,
+               {k: v for k, v in big.items() if k != "pseudo-labels"}, gain, FEW)
+
+
 
 # 10_omitted_class
 
@@ -648,6 +682,8 @@ def test_garbage_is_check_failed(answer, logits, labels):
         lambda: checks.check_choose_bias(answer),
         lambda: checks.check_where_cats_go(answer, WHERE_CATS_GO, CLASSES),
         lambda: checks.check_pseudo_labels(answer, labels[:10], torch.arange(10) < 3, logits[:10]),
+        lambda: checks.check_noisy_rerun(answer, SECTION_2),
+        lambda: checks.check_bigger_student(answer, answer, FEW),
         lambda: checks.check_reverse_kl(answer),
         lambda: checks.check_lowest_diversity(answer, DIVERSITY),
         lambda: checks.check_beta_sweep(answer, "x"),
