@@ -21,7 +21,7 @@ from labkit.data import load_cifar10
 from labkit.distributed import processes
 from labkit.evaluate import accuracy, expected_calibration_error, predict_logits
 from labkit.pretrained import load_pretrained, load_weights, save_weights
-from labkit.settings import quick_mode
+from labkit.settings import precision, quick_mode
 from labkit.tracking import TensorBoardLogger
 from labkit.train import distill, train
 
@@ -122,6 +122,7 @@ def _report(model, data, seconds: float | None, history=None, num_processes: int
     if seconds is not None:
         result["train_seconds"] = round(seconds, 1)
         result["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        result["precision"] = history.precision if history is not None else precision()
         result["processes"] = num_processes
     if history is not None:
         result["final_epoch"] = history.last

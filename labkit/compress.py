@@ -185,7 +185,10 @@ def sensitivity_scan(model: CifarNet, fractions: Sequence[float], eval_images: t
 class InferenceModel(nn.Module):
     """Base of the deployed models: they only predict. ``train()``/``eval()`` are accepted and ignored, moving
     (``.to(...)``) does nothing and a deep copy is the model itself: what they hold is frozen into a compiled graph
-    or a runtime session, and the timing functions copy and move the models they measure."""
+    or a runtime session, and the timing functions copy and move the models they measure. Their number format is
+    what is being measured, so labkit never runs them under bfloat16 autocast (``fixed_precision``)."""
+
+    fixed_precision = "fp32"
 
     def train(self, mode: bool = True) -> "InferenceModel":
         return self
@@ -379,8 +382,11 @@ class QatModel(nn.Module):
 
     It trains like any module, e.g. with :func:`labkit.train.distill`. An exported graph has no train/eval mode of
     its own, so :meth:`train` switches its BatchNorm layers between batch and running statistics and turns the
-    fake quantizers' range observers on (training) or off (evaluation must not move the int8 ranges).
+    fake quantizers' range observers on (training) or off (evaluation must not move the int8 ranges). It computes
+    in float32 around its fake quantizers whatever :func:`labkit.settings.precision` says (``fixed_precision``).
     """
+
+    fixed_precision = "fp32"
 
     def __init__(self, graph: torch.fx.GraphModule):
         super().__init__()

@@ -16,6 +16,7 @@ from typing import ContextManager, TypeVar
 import torch
 
 from labkit.loader import Batch
+from labkit import settings
 from labkit.settings import device as default_device
 
 Placeable = TypeVar("Placeable", torch.Tensor, torch.nn.Module)
@@ -59,11 +60,13 @@ class SingleProcess:
         """Per-process sums added up over all processes."""
         return sums
 
-    def autocast(self) -> ContextManager:
-        """bfloat16 forward passes on a CUDA GPU that supports them (float32 everywhere else)."""
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def precision(self, model: torch.nn.Module | None = None) -> str:
+        """``"bf16"`` or ``"fp32"``: :func:`labkit.settings.precision` of ``model`` on this process's device."""
+        return settings.precision(self.device, model)
+
+    def autocast(self, model: torch.nn.Module | None = None) -> ContextManager:
+        """The forward passes' precision: :func:`labkit.settings.autocast` on this process's device."""
+        return settings.autocast(self.device, model)
 
     def main_process_first(self) -> ContextManager:
         """Run the block on the main process of each machine first (to fill the disk cache once)."""
@@ -121,7 +124,15 @@ class DataParallel(SingleProcess):
         values = torch.tensor(list(sums.values()), dtype=torch.float64, device=self.device)
         return dict(zip(sums, self.accelerator.reduce(values, "sum").tolist()))
 
-    def autocast(self) -> ContextManager:
+    def precision(self, model: torch.nn.Module | None = None) -> str:
+        # `accelerate launch --mixed_precision` decides here, not LABKIT_PRECISION (docs/scaling.md).
+        if getattr(model, "fixed_precision", None) is not None:
+            return model.fixed_precision
+        return {"no": "fp32"}.get(str(self.accelerator.mixed_precision), str(self.accelerator.mixed_precision))
+
+    def autocast(self, model: torch.nn.Module | None = None) -> ContextManager:
+        if getattr(model, "fixed_precision", None) is not None:
+            return contextlib.nullcontext()
         return self.accelerator.autocast()
 
     def main_process_first(self) -> ContextManager:

@@ -1,4 +1,5 @@
-"""What this machine offers the course: versions, threads, accelerators, labkit's device, quick mode, CIFAR-10.
+"""What this machine offers the course: versions, threads, accelerators, labkit's device and precision, quick
+mode, CIFAR-10.
 
 Introduced in 00_start_here, whose first code cell prints :func:`print_environment_report`. Nothing here
 downloads or writes anything, so the check is instant and safe to run offline.
@@ -7,6 +8,7 @@ downloads or writes anything, so the check is instant and safe to run offline.
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 from typing import TypedDict
 
@@ -26,6 +28,7 @@ class EnvironmentReport(TypedDict):
     cuda_available: bool
     mps_available: bool
     device: str  # what labkit.settings.device() picks, or "none (<why LABKIT_DEVICE is refused>)"
+    precision: str  # what labkit.settings.precision() picks and why, or "none (<why LABKIT_PRECISION is refused>)"
     quick_mode: bool
     cifar10: str | None  # "<folder> (<format>)" of the local copy, None when there is none
     cifar10_help: str | None  # where labkit looked and how to get the data, when it is missing
@@ -46,6 +49,19 @@ def _device() -> str:
         return f"none ({err})"
 
 
+def _precision() -> str:
+    try:
+        chosen = settings.precision()
+        on = settings.device()
+    except ValueError as err:
+        return f"none ({err})"
+    wanted = os.environ.get(settings.PRECISION_ENV, "").strip()
+    if wanted and wanted.lower() != "auto":
+        return f"{chosen} ({settings.PRECISION_ENV}={wanted})"
+    why = settings.native_bf16(on)
+    return f"{chosen} (auto: {why})" if why else f"{chosen} (auto: no native bfloat16 on {on.type})"
+
+
 def _local_cifar10() -> tuple[str | None, str | None]:
     """The local CIFAR-10 copy as text, else the help text; looks exactly where ``load_cifar10`` would."""
     found = data.find_cifar10()
@@ -53,8 +69,8 @@ def _local_cifar10() -> tuple[str | None, str | None]:
 
 
 def environment_report() -> EnvironmentReport:
-    """Versions, CPU threads, accelerators, labkit's device, quick mode and local CIFAR-10, read-only (introduced
-    in 00_start_here)."""
+    """Versions, CPU threads, accelerators, labkit's device and precision, quick mode and local CIFAR-10, read-only
+    (introduced in 00_start_here)."""
     cifar10, cifar10_help = _local_cifar10()
     return EnvironmentReport(
         python=platform.python_version(),
@@ -64,6 +80,7 @@ def environment_report() -> EnvironmentReport:
         cuda_available=torch.cuda.is_available(),
         mps_available=settings._mps_available(),  # the answer settings.device() goes by
         device=_device(),
+        precision=_precision(),
         quick_mode=quick_mode(),
         cifar10=cifar10,
         cifar10_help=cifar10_help,
@@ -81,6 +98,7 @@ def print_environment_report() -> None:
         ("CUDA GPU", "yes" if report["cuda_available"] else "no"),
         ("Apple MPS", "yes" if report["mps_available"] else "no"),
         ("labkit device", report["device"]),
+        ("Precision", report["precision"]),
         ("Quick mode", "on (small, fast settings)" if report["quick_mode"] else "off"),
         ("CIFAR-10", report["cifar10"] or "not found locally"),
     ]

@@ -9,10 +9,15 @@ from typing import Iterable
 
 
 class History:
-    """One row (a dict of numbers) per epoch; columns are read with ``history["test_acc"]``."""
+    """One row (a dict of numbers) per epoch; columns are read with ``history["test_acc"]``.
 
-    def __init__(self, rows: Iterable[dict] = ()):
+    ``precision`` is the precision the run computed in (``"bf16"`` or ``"fp32"``, :func:`labkit.settings.precision`),
+    None when unknown; its tables say it, so two runs' numbers are never compared unawares.
+    """
+
+    def __init__(self, rows: Iterable[dict] = (), precision: str | None = None):
         self.rows: list[dict] = [dict(r) for r in rows]
+        self.precision = precision
 
     def append(self, row: dict) -> None:
         self.rows.append(dict(row))
@@ -70,18 +75,23 @@ class History:
     def _format(self, value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
+    def _caption(self) -> str:
+        return f"computed in {self.precision}" if self.precision else ""
+
     def __repr__(self) -> str:
         cols = self.columns
         cells = [cols] + [[self._format(r.get(c, "")) for c in cols] for r in self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+        table = "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
+        return f"{table}\n({self._caption()})" if self.precision else table
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         body = "".join(
             "<tr>" + "".join(f"<td>{self._format(r.get(c, ''))}</td>" for c in self.columns) + "</tr>" for r in self.rows
         )
-        return f"<table><tr>{head}</tr>{body}</table>"
+        caption = f"<caption>{html.escape(self._caption())}</caption>" if self.precision else ""
+        return f"<table>{caption}<tr>{head}</tr>{body}</table>"
 
 
 def _number(text: str):

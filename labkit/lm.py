@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from labkit import settings
 from labkit.data import atomic_torch_save
 from labkit.distillation import entropy, kl_at_temperature
 from labkit.history import History
@@ -659,7 +660,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
     Introduced in 12_distill_language_model, where each arm is one call: the batches say on whose text
     (:func:`batch_from_corpus`, :func:`batch_from_model_samples`), the objective which loss (:func:`ce_objective`,
     :func:`teacher_objective`). AdamW (betas 0.9, 0.95; weight decay on matrices only), the schedule of
-    :func:`lr_multiplier`, gradient clipping, bfloat16 autocast on CUDA. Every ``log_every`` steps a row (mean
+    :func:`lr_multiplier`, gradient clipping, forward passes in :func:`labkit.settings.precision`. Every ``log_every`` steps a row (mean
     loss, lr, tokens per second, and ``evaluate(model)``'s numbers) joins the returned :class:`History`. With
     ``out`` (a folder per run) a checkpoint is written every ``checkpoint_every`` steps and ``resume=True``
     continues from it, reproducing the uninterrupted run: all randomness comes from one seeded generator (and
@@ -674,8 +675,9 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
     optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": config.weight_decay},
                                    {"params": others, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(config.seed)
-    run = {"train": asdict(config), "model": asdict(model.config)}
-    history, step, interval = History(), 0, {"loss": 0.0, "steps": 0, "tokens": 0}
+    computed_in = settings.precision(device)
+    run = {"train": asdict(config), "model": asdict(model.config), "compute": {"precision": computed_in}}
+    history, step, interval = History(precision=computed_in), 0, {"loss": 0.0, "steps": 0, "tokens": 0}
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = _read_checkpoint(checkpoint, run)
@@ -685,7 +687,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
         torch.set_rng_state(state["torch_rng"])
         if torch.cuda.is_available() and state["cuda_rng"] is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        history, step, interval = History(state["history"]), state["step"], state["interval"]
+        history, step, interval = History(state["history"], computed_in), state["step"], state["interval"]
     model.train()
     started = time.perf_counter()
     bar = tqdm(range(step, config.steps), initial=step, total=config.steps, desc=desc, disable=not progress, leave=False)
@@ -694,7 +696,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
             group["lr"] = config.lr * lr_multiplier(step, config)
         batch = batches(generator)
         batch = batch._replace(tokens=batch.tokens.to(device))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with settings.autocast(device):
             loss = objective(model, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"loss became {loss.item()} at step {step + 1} (lr {optimizer.param_groups[0]['lr']:.3g}); "
@@ -730,7 +732,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
 def _read_checkpoint(path: Path, run: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = state["run"]
+        saved = {"compute": {"precision": settings.LEGACY_PRECISION}, **state["run"]}  # older ones lack it
     except Exception as err:
         raise ResumeError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to train "
                           "from scratch, or pass another out=") from None

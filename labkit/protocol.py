@@ -35,6 +35,7 @@ from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
 from labkit.pretrained import load_weights, save_weights
+from labkit.settings import LEGACY_PRECISION, precision
 from labkit.stats import summarize
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.train import TrainConfig, distill
@@ -110,7 +111,7 @@ def train_student(teacher: nn.Module, data: CifarData, *, student: str, seed: in
                      views_seed=data_seed if views_seed is None else views_seed, lr=TrainConfig().lr * lr_scale, progress=progress, **method_options)
     history = _unweighted_parts(history, T, alpha)
     last = history.last
-    record = {"seed": seed, "batch_seed": data_seed if batch_seed is None else batch_seed,
+    record = {"seed": seed, "precision": history.precision, "batch_seed": data_seed if batch_seed is None else batch_seed,
               "views_seed": data_seed if views_seed is None else views_seed, "method": method.__name__,
               "T": T, "alpha": alpha, "lr_scale": lr_scale,
               "init_fingerprint": init,
@@ -128,7 +129,7 @@ def _unweighted_parts(history: History, T: float, alpha: float) -> History:
         if alpha > 0:
             row["train_kl"] = row["kl_part"] / (alpha * T**2)  # the unweighted KL(teacher || student) at T
         rows.append(row)
-    return History(rows)
+    return History(rows, history.precision)
 
 
 def evaluate_on_test(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor,
@@ -189,7 +190,8 @@ class Protocol:
         described = {k: fingerprint(v)[:16] if isinstance(v, nn.Module) else getattr(v, "__name__", v)
                      for k, v in options.items()}
         return {"budget": asdict(self.budget), "seed": seed, "options": described, "teacher": fingerprint(teacher),
-                "data": self.settings(), "training_set": training_set_digest(self.data)}
+                "data": self.settings(), "training_set": training_set_digest(self.data),
+                "precision": precision(None, options.get("start"))}
 
     def teacher_test_logits(self, teacher: nn.Module | None = None) -> torch.Tensor:
         """The teacher's logits on the test split (computed once per teacher)."""
@@ -217,9 +219,15 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
     """``make()``'s trained model and JSON-ready record, kept in the folder ``store`` under a hash of ``what``
     (everything that decides the result); a later call with the same ``what`` reads them back into
     ``skeleton()`` instead of training again, so an interrupted experiment continues (05_distill_student).
-    Without ``store`` it simply calls ``make()``."""
+    Without ``store`` it simply calls ``make()``.
+
+    ``what["precision"]`` (default :func:`labkit.settings.precision`) names the run only when it is not float32,
+    so the runs kept before labkit recorded it, all float32, keep their names."""
     if store is None:
         return make()
+    what = {"precision": precision(), **what}
+    if what["precision"] == LEGACY_PRECISION:
+        del what["precision"]
     kept = Path(store) / hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
     if kept.with_suffix(".json").is_file():
         if say is not None:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import torch
 
-from labkit.settings import cache_dir, quick_mode
+from labkit.settings import cache_dir, native_bf16, precision, quick_mode
 
 
 def machine_info() -> dict:
-    """What a number was measured on: CPU, cores, torch threads and version, GPU or not, and when."""
+    """What a number was measured on: CPU, cores, torch threads and version, GPU or not, the precision labkit
+    computed in (and why, :func:`labkit.settings.native_bf16`), and when."""
     return {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "cuda": torch.cuda.is_available(), "precision": precision(), "native_bf16": native_bf16(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def results_dir(start: Path | None = None) -> Path:

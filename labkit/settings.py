@@ -1,10 +1,12 @@
-"""Run-wide settings read from the environment: quick mode and where data lives (introduced in 00_start_here)."""
+"""Run-wide settings read from the environment: quick mode, where data lives, the device and the precision
+(introduced in 00_start_here)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ContextManager, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -69,3 +71,74 @@ def _mps_available() -> bool:
 
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
+
+
+PRECISION_ENV = "LABKIT_PRECISION"
+PRECISIONS = ("auto", "bf16", "fp32")
+# Runs, checkpoints and stored runs written before labkit recorded the precision computed in float32: autocast
+# was used on CUDA only, and every stored run of the course was made on a CPU.
+LEGACY_PRECISION = "fp32"
+
+
+def precision(on: torch.device | str | None = None, model: torch.nn.Module | None = None) -> str:
+    """``"bf16"`` or ``"fp32"``: how labkit computes forward passes on ``on`` (default :func:`device`).
+
+    Introduced in 00_start_here. ``$LABKIT_PRECISION`` decides: ``fp32``, ``bf16``, or ``auto`` (the default),
+    which is bfloat16 autocast where the hardware computes in bfloat16 natively (:func:`native_bf16`) and float32
+    everywhere else. Under bf16 only forward passes (convolutions, matrix products) run in bfloat16; weights,
+    optimizer state, BatchNorm statistics and the losses stay in float32. A ``model`` whose number format is part
+    of what it is (a quantized or deployed model of :mod:`labkit.compress`, which sets ``fixed_precision``) keeps
+    its own.
+    """
+    fixed = getattr(model, "fixed_precision", None)
+    if fixed is not None:
+        return fixed
+    wanted = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
+    if wanted not in PRECISIONS:
+        raise ValueError(f"{PRECISION_ENV}={os.environ[PRECISION_ENV]!r} is not a precision; use one of "
+                         f"{', '.join(PRECISIONS)} (auto: bf16 where the hardware has it, else fp32)")
+    if wanted != "auto":
+        return wanted
+    return "bf16" if native_bf16(on) else "fp32"
+
+
+def native_bf16(on: torch.device | str | None = None) -> str | None:
+    """Why ``on`` computes in bfloat16 natively (e.g. ``"CPU with AVX512-BF16"``), or None where it does not.
+
+    Introduced in 00_start_here. A CUDA GPU counts when PyTorch reports bfloat16 support; a CPU when PyTorch's
+    CPU feature detection (the instructions oneDNN uses) finds AMX or AVX512-BF16. Elsewhere bfloat16 would be
+    emulated, slower than float32, so ``auto`` keeps float32.
+    """
+    import torch
+
+    on = torch.device(on) if on is not None else device()
+    if on.type == "cuda":
+        return "CUDA GPU with bfloat16" if torch.cuda.is_bf16_supported() else None
+    if on.type == "cpu":
+        found = _cpu_bf16_instructions()
+        return f"CPU with {' and '.join(found)}" if found else None
+    return None
+
+
+def _cpu_bf16_instructions() -> list[str]:
+    import torch
+
+    cpu = torch.cpu
+    checks = {"AMX": "_is_amx_tile_supported", "AVX512-BF16": "_is_avx512_bf16_supported"}
+    return [name for name, check in checks.items() if getattr(cpu, check, lambda: False)()]
+
+
+def autocast(on: torch.device | str, model: torch.nn.Module | None = None, computed_in: str | None = None
+             ) -> ContextManager:
+    """bfloat16 autocast on ``on`` when ``computed_in`` (default: :func:`precision` for ``model``) is bf16 and
+    ``model`` has no number format of its own, else nothing.
+
+    Introduced in 04_cifar_teacher. Every training, distillation and teacher-logit forward pass of labkit runs
+    inside it; :func:`labkit.evaluate.predict_logits` too, in float32 unless asked otherwise.
+    """
+    import torch
+
+    on = torch.device(on)
+    if getattr(model, "fixed_precision", None) is None and (computed_in or precision(on, model)) == "bf16":
+        return torch.autocast(on.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from labkit.data import ImageSubset, _read_tensor_cache, _write_tensor_cache
 from labkit.evaluate import EVAL_BATCH, eval_mode
 from labkit.loader import AugmentedView, to_float
-from labkit.settings import cache_dir
+from labkit.settings import autocast, cache_dir, precision
 
 
 class FrozenTeacher(nn.Module):
@@ -26,6 +26,11 @@ class FrozenTeacher(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model.requires_grad_(False).eval()
+
+    @property
+    def fixed_precision(self) -> str | None:
+        """The wrapped model's own number format, if it has one (:func:`labkit.settings.precision`)."""
+        return getattr(self.model, "fixed_precision", None)
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)
@@ -59,11 +64,15 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
                              use_cache: bool = True, progress: bool = True) -> torch.Tensor:
     """The teacher's logits for each image of each view (uint8 images or :class:`AugmentedView`), as K x N x C.
 
-    Cached on disk under labkit's cache folder, keyed by the teacher's weights and the views' contents, so
-    every later student run (other seeds, T, alpha) reuses them. The file is checksummed like the data cache:
-    a damaged one is reported and rebuilt, never used.
+    Cached on disk under labkit's cache folder, keyed by the teacher's weights, the views' contents and the
+    precision the teacher computes in (:func:`labkit.settings.precision`), so every later student run (other
+    seeds, T, alpha) reuses them. The file is checksummed like the data cache: a damaged one is reported and
+    rebuilt, never used.
     """
-    h = hashlib.sha256(fingerprint(teacher).encode())
+    # a GPU under `accelerate launch` (docs/scaling.md); a teacher without weights (labkit.controls) has a buffer
+    device = next(itertools.chain(teacher.parameters(), teacher.buffers())).device
+    computed_in = precision(device, teacher)
+    h = hashlib.sha256(f"{fingerprint(teacher)}:{computed_in}".encode())
     for v in views:
         h.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
     key = h.hexdigest()
@@ -73,9 +82,7 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
         return cached["logits"]
     chunks = [(k, s) for k in range(len(views)) for s in range(0, len(views[k]), batch_size)]
     out = [[] for _ in views]
-    # a GPU under `accelerate launch` (docs/scaling.md); a teacher without weights (labkit.controls) has a buffer
-    device = next(itertools.chain(teacher.parameters(), teacher.buffers())).device
-    with eval_mode(teacher), torch.no_grad():
+    with eval_mode(teacher), torch.no_grad(), autocast(device, teacher):
         for k, s in tqdm(chunks, desc="teacher logits", disable=not progress, leave=False):
             x = to_float(views[k][s:s + batch_size].to(device), channels_last=True)
             out[k].append(teacher(x).float().cpu())

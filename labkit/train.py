@@ -27,6 +27,7 @@ from labkit.evaluate import accuracy, agreement, predict_logits
 from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, AugmentedView, Batch, Loader, make_views
 from labkit.models import CifarNet, init_whitening
+from labkit.settings import LEGACY_PRECISION, PRECISION_ENV
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.transfer import TransferSetError, count_unlabelled, labelled_mask
 from labkit.validate import NonFiniteLogitsError, check_alpha, check_temperature
@@ -147,13 +148,14 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
     schedule = lr_schedule(total_steps, config)
     optimizer = make_optimizer(model, config)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history, average, step, start_epoch = History(), None, 0, 0
+    run = {**run, "precision": parallel.precision(model)}
+    history, average, step, start_epoch = History(precision=run["precision"]), None, 0, 0
     checkpoint = Path(out) / "checkpoint.pt" if out else None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = _read_checkpoint(checkpoint, run)
         model.load_state_dict(state["model"])  # both loads copy onto the model's device
         optimizer.load_state_dict(state["optimizer"])
-        history, step, start_epoch = History(state["history"]), state["step"], state["epoch"]
+        history, step, start_epoch = History(state["history"], run["precision"]), state["step"], state["epoch"]
         if state["average"] is not None:
             average = WeightAverage(model)
             average.state = {k: parallel.place(v) for k, v in state["average"].items()}
@@ -175,7 +177,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * schedule[step].item()
             batch = parallel.shard(batch)
-            with parallel.autocast():
+            with parallel.autocast(model):
                 try:
                     loss, logits, parts = loss_fn(trained, batch)
                 except NonFiniteLogitsError as err:  # a diverged student: reported like a non-finite loss
@@ -240,15 +242,16 @@ def _read_checkpoint(path: Path, run: dict) -> dict:
     """The checkpoint's contents, after checking that it was written by a run with the settings ``run``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = state.get("run", state["config"])  # checkpoints from before labkit kept the run's settings
+        saved = {"precision": LEGACY_PRECISION, **state.get("run", state["config"])}  # older checkpoints lack keys
     except Exception as err:
         raise ResumeError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to train "
                           "from scratch, or pass another out=") from None
     differ = sorted(k for k in run if k in saved and saved[k] != run[k])
     if differ:
         changes = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {run[k]!r} now" for k in differ)
+        precision = (f" (set {PRECISION_ENV}={saved['precision']} to resume it)" if "precision" in differ else "")
         raise ResumeError(f"the checkpoint {path} was written with other settings ({changes}); resume with the "
-                          "checkpoint's settings, or pass another out= for a new run")
+                          f"checkpoint's settings{precision}, or pass another out= for a new run")
     return state
 
 
@@ -333,11 +336,13 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
 
     def loss_fn(m: nn.Module, batch: Batch):
         logits = m(batch.images)
-        loss = F.cross_entropy(logits, batch.labels, label_smoothing=config.label_smoothing, reduction="sum")
+        # in float32 even under bf16 autocast, as labkit.distillation's losses are
+        loss = F.cross_entropy(logits.float(), batch.labels, label_smoothing=config.label_smoothing, reduction="sum")
         return loss, logits.detach(), {}
 
     def evaluate_epoch(m: nn.Module) -> dict:
-        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last)
+        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last,
+                                precision=parallel.precision(m))  # the run's own; History records which
         return {f"{split}_acc": accuracy(logits, eval_labels)}
 
     return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run={"kind": "train", **_plain(config)},
@@ -432,7 +437,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         return total * n, logits.detach(), found
 
     def evaluate_epoch(m: nn.Module) -> dict:
-        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last)
+        logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last,
+                                precision=parallel.precision(m))  # the run's own; History records which
         return {f"{split}_acc": accuracy(logits, eval_labels), f"{split}_agreement": agreement(logits, eval_teacher),
                 f"{split}_kl": kl_at_temperature(logits, eval_teacher, T).item()}
 

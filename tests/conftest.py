@@ -12,7 +12,29 @@ import torch
 from torchvision.io import write_jpeg, write_png
 
 from labkit import data
-from labkit.settings import CACHE_ENV, DATA_ENV
+from labkit.settings import CACHE_ENV, DATA_ENV, PRECISION_ENV
+
+# The unit tests compare with float32 oracles and reference numbers, so they compute in float32 wherever they run;
+# tests of the precision switch set it themselves, and the notebooks (run by the same `make test`) keep the
+# machine's own `auto`. `LABKIT_PRECISION=bf16 make unit` runs the unit tests in bfloat16 instead.
+UNIT_TEST_PRECISION = os.environ.get(PRECISION_ENV) or "fp32"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Set the unit tests' precision for one test of this folder (its fixtures included), then restore it."""
+    if not Path(item.path).is_relative_to(Path(__file__).parent):  # a hook of every item, notebooks included
+        yield
+        return
+    before = os.environ.get(PRECISION_ENV)
+    os.environ[PRECISION_ENV] = UNIT_TEST_PRECISION
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PRECISION_ENV, None)
+        else:
+            os.environ[PRECISION_ENV] = before
 
 
 @pytest.fixture

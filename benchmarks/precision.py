@@ -1,0 +1,214 @@
+"""bfloat16 against float32 on this machine: training-step speed of the course's models, and the accuracy runs reach.
+
+    python benchmarks/precision.py [--quick] [--part speed accuracy teacher] [--seeds 0 1 2]
+
+* **speed**: for the teacher and each student, a full training step as labkit takes it (forward under
+  :func:`labkit.settings.autocast`, cross-entropy in float32, backward, the course's Nesterov SGD; channels_last;
+  random images, batch 512) in interleaved rounds, fp32 then bf16, so both share the machine's state; steps/s is the
+  median over the rounds.
+* **accuracy**: ``student_small`` distilled at the headline's patient budget (:func:`labkit.experiments.patient_budget`,
+  the headline's chosen T = 4, alpha = 0.9), the same seeds in fp32 and in bf16 (same initial weights, batch order
+  and views); the paired difference of test accuracy with its 95% interval. The fp32 runs are the headline's own
+  when benchmarks/kept/kd_headline holds them (they were computed in float32), else trained here; bf16 runs are
+  kept in benchmarks/kept/precision.
+* **teacher**: the shipped teacher's recipe (``labkit train-teacher``'s defaults: 12 epochs on all 50,000 training
+  images, seed 0) once in bf16, against the shipped teacher's test accuracy (trained in fp32).
+
+Writes benchmarks/results/precision.json and .md (``_quick`` in quick mode, whose numbers are not results). The
+parts of an earlier run that this one does not repeat are kept in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from _common import RESULTS, write_report
+from labkit import models, settings
+from labkit.data import load_cifar10
+from labkit.evaluate import accuracy, predict_logits
+from labkit.experiments import patient_budget
+from labkit.models import init_whitening
+from labkit.pretrained import load_teacher
+from labkit.protocol import prepare
+from labkit.settings import PRECISION_ENV, QUICK_ENV, pick, quick_mode
+from labkit.speed import cpu_int8_flags
+from labkit.stats import describe_gain, paired_interval, summarize
+from labkit.train import TrainConfig, make_optimizer, train
+
+PRECISIONS = ("fp32", "bf16")
+SPEED_MODELS = ("teacher", "student_small", "student_medium")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+T, ALPHA = 4.0, 0.9  # the headline's choice (benchmarks/results/kd_headline.json)
+
+
+def cpu_description() -> dict:
+    """The CPU's name, its bfloat16 instructions as /proc/cpuinfo lists them, torch's vector unit and threads."""
+    info = cpu_int8_flags()
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    return {"cpu": info["cpu"], **{flag: flag in flags for flag in BF16_FLAGS},
+            "torch_cpu_capability": info["torch_cpu_capability"], "torch_threads": info["torch_threads"]}
+
+
+def in_precision(precision: str):
+    """Set ``LABKIT_PRECISION`` for what follows (every labkit call reads it)."""
+    os.environ[PRECISION_ENV] = precision
+    return precision
+
+
+def training_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """One step of ``model`` as labkit's loop takes it, in the precision ``LABKIT_PRECISION`` says."""
+    optimizer = make_optimizer(model, TrainConfig())
+
+    def step() -> None:
+        with settings.autocast("cpu", model):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def steps_per_second(name: str, batch_size: int, rounds: int, steps: int) -> dict:
+    """Median steps/s of ``name`` in each precision over ``rounds`` interleaved rounds of ``steps`` timed steps."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(batch_size, 3, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch_size,), generator=gen)
+    steppers = {}
+    for precision in PRECISIONS:
+        torch.manual_seed(0)
+        model = models.create(name).to(memory_format=torch.channels_last).train()
+        if getattr(model, "whiten", False):
+            init_whitening(model, images)
+        steppers[precision] = training_step(model, images, labels)
+        in_precision(precision)
+        for _ in range(2):  # oneDNN builds its kernels on the first calls
+            steppers[precision]()
+    seconds = {p: [] for p in PRECISIONS}
+    for _ in range(rounds):
+        for precision in PRECISIONS:
+            in_precision(precision)
+            steppers[precision]()  # untimed: absorbs what the other precision left behind
+            started = time.perf_counter()
+            for _ in range(steps):
+                steppers[precision]()
+            seconds[precision].append((time.perf_counter() - started) / steps)
+    row = {"model": name, "batch_size": batch_size, "rounds": rounds}
+    for precision in PRECISIONS:
+        row[f"{precision}_steps_per_s"] = round(1 / statistics.median(seconds[precision]), 3)
+        row[f"{precision}_images_per_s"] = round(batch_size / statistics.median(seconds[precision]), 1)
+    row["speed_up"] = round(row["bf16_steps_per_s"] / row["fp32_steps_per_s"], 3)
+    return row
+
+
+def speed_part(quick: bool) -> dict:
+    rows = [steps_per_second(name, pick(512, 64), pick(7, 2), pick(4, 1)) for name in SPEED_MODELS]
+    return {"rows": rows}
+
+
+def accuracy_part(seeds: list[int], quick: bool) -> dict:
+    """The distilled student of the headline in each precision, same seeds; the paired difference bf16 - fp32."""
+    data = load_cifar10(verbose=False)
+    runs = {}
+    for precision in PRECISIONS:
+        in_precision(precision)
+        headline = "runs/kd_headline_quick" if quick else "benchmarks/kept/kd_headline"
+        store = headline if precision == "fp32" else ("runs/precision_quick" if quick else "benchmarks/kept/precision")
+        protocol = prepare(load_teacher(), data, patient_budget(seeds), store=store, log=lambda m: print(m, flush=True))
+        runs[precision] = []
+        for seed in seeds:
+            print(f"{precision}: seed {seed}", flush=True)
+            model, record = protocol.train(seed, T=T, alpha=ALPHA)
+            record = {k: v for k, v in record.items() if k != "history"}
+            record.update(precision=precision, **protocol.test(model, T))
+            print(f"    test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)", flush=True)
+            runs[precision].append(record)
+    test = {p: [r["test_acc"] for r in runs[p]] for p in PRECISIONS}
+    return {"settings": {**protocol.settings(), "T": T, "alpha": ALPHA},
+            "test_acc": {p: summarize(v) for p, v in test.items()},
+            "bf16 - fp32": paired_interval(test["bf16"], test["fp32"]) if len(seeds) > 1 else None,
+            "runs": runs}
+
+
+def teacher_part(quick: bool) -> dict:
+    """The teacher recipe once in bf16 (seed 0), tested in float32 like the shipped teacher (trained in fp32)."""
+    data = load_cifar10(verbose=False)
+    if quick:
+        data = data.subset(100, 30, seed=0)
+    shipped = accuracy(predict_logits(load_teacher(), data.test_images), data.test_labels)
+    in_precision("bf16")
+    torch.manual_seed(0)
+    model = models.create("teacher")
+    started = time.perf_counter()
+    history = train(model, data, epochs=pick(12, 1), batch_size=pick(512, 100), seed=0,
+                    progress=not os.environ.get("CI"))
+    seconds = time.perf_counter() - started
+    tested = accuracy(predict_logits(model, data.test_images), data.test_labels)  # float32, like the shipped one's
+    return {"epochs": len(history), "precision": history.precision, "test_acc": tested,
+            "shipped_fp32_test_acc": shipped, "seconds": round(seconds, 1),
+            "seconds_per_epoch": [r["seconds"] for r in history.rows]}
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    if "speed" in results:
+        lines += ["| model | batch | fp32 steps/s | bf16 steps/s | bf16 / fp32 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['batch_size']} | {r['fp32_steps_per_s']:.2f} | {r['bf16_steps_per_s']:.2f} | "
+                  f"{r['speed_up']:.2f}x |" for r in results["speed"]["rows"]]
+    if "accuracy" in results:
+        acc = results["accuracy"]
+        lines += ["", "| student_small distilled (T = 4, alpha = 0.9), 20 epochs | test acc % per seed | mean | "
+                      "minutes per run |", "|---|---|---|---|"]
+        for p in PRECISIONS:
+            values = acc["test_acc"][p]["values"]
+            minutes = statistics.fmean(r["seconds"] for r in acc["runs"][p]) / 60
+            lines.append(f"| {p} | {', '.join(f'{100 * v:.2f}' for v in values)} | {100 * statistics.fmean(values):.2f} "
+                         f"| {minutes:.1f} |")
+        if acc["bf16 - fp32"] is not None:
+            lines += ["", f"bf16 - fp32 (paired by seed): {describe_gain(acc['bf16 - fp32'])}."]
+    if "teacher" in results:
+        t = results["teacher"]
+        lines += ["", f"Teacher recipe in bf16 ({t['epochs']} epochs, seed 0): {100 * t['test_acc']:.2f}% test accuracy "
+                      f"in {t['seconds'] / 60:.1f} min; the shipped teacher (fp32): {100 * t['shipped_fp32_test_acc']:.2f}%."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"tiny sizes (also set by {QUICK_ENV}=1)")
+    parser.add_argument("--part", nargs="+", choices=("speed", "accuracy", "teacher"), default=["speed", "accuracy"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    if args.quick:
+        os.environ[QUICK_ENV] = "1"
+    quick = quick_mode()
+    name = "precision" + ("_quick" if quick else "")
+    previous = RESULTS / f"{name}.json"
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    results.pop("machine", None)
+    results["command"] = "python benchmarks/precision.py --part " + " ".join(args.part)
+    results["cpu"] = cpu_description()
+    results["native_bf16"] = settings.native_bf16("cpu")
+    for part in args.part:
+        started = time.perf_counter()
+        results[part] = {"speed": speed_part, "teacher": teacher_part}[part](quick) if part != "accuracy" \
+            else accuracy_part(args.seeds, quick)
+        results[part]["measured"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": results["cpu"]["cpu"],
+                                     "minutes": round((time.perf_counter() - started) / 60, 1)}
+    os.environ.pop(PRECISION_ENV, None)
+    write_report(name, results, "bf16 against fp32", "training steps, a distilled student and the teacher recipe",
+                 markdown(results), quick)
+
+
+if __name__ == "__main__":
+    main()
