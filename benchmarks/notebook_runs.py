@@ -227,6 +227,7 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
             "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell,
             "quick": os.environ.get("LABKIT_QUICK") == "1",
+            "precision": os.environ.get("LABKIT_PRECISION") or "auto",  # the kernel's setting (labkit.settings)
             # glibc's mmap threshold changes both numbers: 128 KiB cut memory but halved training speed here
             "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
             **(limit.report if memory_limit_mib else {})}
@@ -240,6 +241,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default %(default)s)")
     parser.add_argument("--memory-limit", type=int, metavar="MIB",
                         help="run each notebook under this hard memory limit (a cgroup; Linux, root)")
+    parser.add_argument("--results", default="notebook_runs",
+                        help="results file name in benchmarks/results (default %(default)s; _quick added in quick mode)")
     args = parser.parse_args()
     if args.quick:
         os.environ["LABKIT_QUICK"] = "1"
@@ -256,16 +259,16 @@ def main() -> None:
         print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>13} {row['peak_anon_mb']:>14} "
               f"{row['cuda_lib_mb']:>14} {verdict:>12}", flush=True)
         if not args.memory_limit:  # saved as it goes; under a limit only at the end (PyTorch would load here)
-            _save(rows, args.quick)
+            _save(rows, args.results, args.quick)
     if args.memory_limit:
-        _save(rows, args.quick)
+        _save(rows, args.results, args.quick)
 
 
-def _save(rows: list[dict], quick: bool) -> None:
+def _save(rows: list[dict], results: str, quick: bool) -> None:
     """Merge into the results file by notebook name, so a rerun of one notebook keeps the others' rows."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import RESULTS, write_json  # imports PyTorch, for the machine description
-    name = "notebook_runs_quick" if quick else "notebook_runs"
+    name = f"{results}_quick" if quick else results
     path = RESULTS / f"{name}.json"
     runs = {r["notebook"]: r for r in (json.loads(path.read_text())["runs"] if path.is_file() else [])}
     runs.update({r["notebook"]: r for r in rows})

@@ -11,6 +11,9 @@
   and views); the paired difference of test accuracy with its 95% interval. The fp32 runs are the headline's own
   when benchmarks/kept/kd_headline holds them (they were computed in float32), else trained here; bf16 runs are
   kept in benchmarks/kept/precision.
+* **notebooks**: reads the full-mode notebook runs made in each precision by
+  ``LABKIT_PRECISION=fp32 python benchmarks/notebook_runs.py --memory-limit 1536 --results precision_notebooks_fp32
+  notebooks/05_distill_student.ipynb`` (and the same with bf16): minutes and peak memory side by side.
 * **teacher**: the shipped teacher's recipe (``labkit train-teacher``'s defaults: 12 epochs on all 50,000 training
   images, seed 0) once in bf16, against the shipped teacher's test accuracy (trained in fp32).
 
@@ -47,6 +50,7 @@ PRECISIONS = ("fp32", "bf16")
 SPEED_MODELS = ("teacher", "student_small", "student_medium")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
 T, ALPHA = 4.0, 0.9  # the headline's choice (benchmarks/results/kd_headline.json)
+HEADLINE_SEEDS = (0, 1, 2, 3, 4)
 
 
 def cpu_description() -> dict:
@@ -124,13 +128,17 @@ def accuracy_part(seeds: list[int], quick: bool) -> dict:
         in_precision(precision)
         headline = "runs/kd_headline_quick" if quick else "benchmarks/kept/kd_headline"
         store = headline if precision == "fp32" else ("runs/precision_quick" if quick else "benchmarks/kept/precision")
-        protocol = prepare(load_teacher(), data, patient_budget(seeds), store=store, log=lambda m: print(m, flush=True))
+        # the headline's budget (its five seeds are part of what names its kept runs); the seeds asked for are run
+        protocol = prepare(load_teacher(), data, patient_budget(HEADLINE_SEEDS), store=store,
+                           log=lambda m: print(m, flush=True))
         runs[precision] = []
         for seed in seeds:
             print(f"{precision}: seed {seed}", flush=True)
             model, record = protocol.train(seed, T=T, alpha=ALPHA)
             record = {k: v for k, v in record.items() if k != "history"}
-            record.update(precision=precision, **protocol.test(model, T))
+            # a run kept before labkit recorded precisions is the headline's own, from another session and machine
+            record.update(kept_from=None if "precision" in record else store, precision=precision,
+                          **protocol.test(model, T))
             print(f"    test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)", flush=True)
             runs[precision].append(record)
     test = {p: [r["test_acc"] for r in runs[p]] for p in PRECISIONS}
@@ -150,13 +158,31 @@ def teacher_part(quick: bool) -> dict:
     torch.manual_seed(0)
     model = models.create("teacher")
     started = time.perf_counter()
+    # checkpointed every epoch in runs/ (not committed), so an interrupted run resumes
     history = train(model, data, epochs=pick(12, 1), batch_size=pick(512, 100), seed=0,
+                    out=f"runs/precision_teacher{'_quick' if quick else ''}", resume=True,
                     progress=not os.environ.get("CI"))
     seconds = time.perf_counter() - started
     tested = accuracy(predict_logits(model, data.test_images), data.test_labels)  # float32, like the shipped one's
     return {"epochs": len(history), "precision": history.precision, "test_acc": tested,
             "shipped_fp32_test_acc": shipped, "seconds": round(seconds, 1),
             "seconds_per_epoch": [r["seconds"] for r in history.rows]}
+
+
+def notebooks_part(quick: bool) -> dict:
+    """The notebook runs of each precision (``benchmarks/notebook_runs.py --results precision_notebooks_<p>``)."""
+    runs = {}
+    for precision in PRECISIONS:
+        path = RESULTS / f"precision_notebooks_{precision}{'_quick' if quick else ''}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run LABKIT_PRECISION={precision} python "
+                                    f"benchmarks/notebook_runs.py --results precision_notebooks_{precision} NOTEBOOK")
+        runs[precision] = {r["notebook"]: r for r in json.loads(path.read_text())["runs"]}
+    both = sorted(set(runs["fp32"]) & set(runs["bf16"]))
+    return {"rows": [{"notebook": name, **{f"{p}_minutes": runs[p][name]["minutes"] for p in PRECISIONS},
+                      **{f"{p}_peak_rss_mb": runs[p][name]["peak_rss_mb"] for p in PRECISIONS},
+                      "speed_up": round(runs["fp32"][name]["minutes"] / runs["bf16"][name]["minutes"], 2)}
+                     for name in both]}
 
 
 def markdown(results: dict) -> str:
@@ -168,14 +194,20 @@ def markdown(results: dict) -> str:
     if "accuracy" in results:
         acc = results["accuracy"]
         lines += ["", "| student_small distilled (T = 4, alpha = 0.9), 20 epochs | test acc % per seed | mean | "
-                      "minutes per run |", "|---|---|---|---|"]
+                      "runs |", "|---|---|---|---|"]
         for p in PRECISIONS:
             values = acc["test_acc"][p]["values"]
-            minutes = statistics.fmean(r["seconds"] for r in acc["runs"][p]) / 60
+            kept = {r.get("kept_from") for r in acc["runs"][p]} - {None}
+            where = f"the headline's, read from {', '.join(sorted(kept))}" if kept else "trained by this command"
             lines.append(f"| {p} | {', '.join(f'{100 * v:.2f}' for v in values)} | {100 * statistics.fmean(values):.2f} "
-                         f"| {minutes:.1f} |")
+                         f"| {where} |")
         if acc["bf16 - fp32"] is not None:
             lines += ["", f"bf16 - fp32 (paired by seed): {describe_gain(acc['bf16 - fp32'])}."]
+    if "notebooks" in results:
+        lines += ["", "| notebook, full mode, 1.5 GiB limit | fp32 minutes | bf16 minutes | fp32 / bf16 | "
+                      "peak RSS MiB fp32 / bf16 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['notebook']} | {r['fp32_minutes']:.1f} | {r['bf16_minutes']:.1f} | {r['speed_up']:.2f}x | "
+                  f"{r['fp32_peak_rss_mb']:,} / {r['bf16_peak_rss_mb']:,} |" for r in results["notebooks"]["rows"]]
     if "teacher" in results:
         t = results["teacher"]
         lines += ["", f"Teacher recipe in bf16 ({t['epochs']} epochs, seed 0): {100 * t['test_acc']:.2f}% test accuracy "
@@ -183,10 +215,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PARTS = {"speed": speed_part, "accuracy": accuracy_part, "notebooks": notebooks_part, "teacher": teacher_part}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes (also set by {QUICK_ENV}=1)")
-    parser.add_argument("--part", nargs="+", choices=("speed", "accuracy", "teacher"), default=["speed", "accuracy"])
+    parser.add_argument("--part", nargs="+", choices=PARTS, default=["speed", "accuracy"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     if args.quick:
@@ -201,8 +236,7 @@ def main() -> None:
     results["native_bf16"] = settings.native_bf16("cpu")
     for part in args.part:
         started = time.perf_counter()
-        results[part] = {"speed": speed_part, "teacher": teacher_part}[part](quick) if part != "accuracy" \
-            else accuracy_part(args.seeds, quick)
+        results[part] = accuracy_part(args.seeds, quick) if part == "accuracy" else PARTS[part](quick)
         results[part]["measured"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": results["cpu"]["cpu"],
                                      "minutes": round((time.perf_counter() - started) / 60, 1)}
     os.environ.pop(PRECISION_ENV, None)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from labkit.data import ImageSubset, _read_tensor_cache, _write_tensor_cache
 from labkit.evaluate import EVAL_BATCH, eval_mode
 from labkit.loader import AugmentedView, to_float
-from labkit.settings import autocast, cache_dir, precision
+from labkit.settings import LEGACY_PRECISION, autocast, cache_dir, precision
 
 
 class FrozenTeacher(nn.Module):
@@ -72,7 +72,9 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
     # a GPU under `accelerate launch` (docs/scaling.md); a teacher without weights (labkit.controls) has a buffer
     device = next(itertools.chain(teacher.parameters(), teacher.buffers())).device
     computed_in = precision(device, teacher)
-    h = hashlib.sha256(f"{fingerprint(teacher)}:{computed_in}".encode())
+    h = hashlib.sha256(fingerprint(teacher).encode())
+    if computed_in != LEGACY_PRECISION:  # float32 logits keep the names they had before labkit had a precision
+        h.update(computed_in.encode())
     for v in views:
         h.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
     key = h.hexdigest()
