@@ -205,7 +205,8 @@ def drop_progress_bars(notebook: nbformat.NotebookNode) -> int:
     return len(bars)
 
 
-def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: int | None = None) -> dict:
+def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: int | None = None,
+                 executed: Path | None = None) -> dict:
     notebook = nbformat.read(path, as_version=4)
     memory = KernelMemory()
     client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3", on_cell_execute=memory.on_cell_execute,
@@ -220,9 +221,9 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
                 raise
             completed = False  # killed for memory: recorded, and the notebook file is left as it was
     seconds = time.perf_counter() - started
-    if inplace and completed:
+    if completed and (inplace or executed):
         drop_progress_bars(notebook)
-        nbformat.write(notebook, path)
+        nbformat.write(notebook, path if inplace else executed / path.name)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
             "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell,
@@ -241,6 +242,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default %(default)s)")
     parser.add_argument("--memory-limit", type=int, metavar="MIB",
                         help="run each notebook under this hard memory limit (a cgroup; Linux, root)")
+    parser.add_argument("--executed", type=Path, metavar="DIR",
+                        help="write the executed notebooks (outputs and cell times) to DIR, leaving the committed ones")
     parser.add_argument("--results", default="notebook_runs",
                         help="results file name in benchmarks/results (default %(default)s; _quick added in quick mode)")
     args = parser.parse_args()
@@ -253,7 +256,7 @@ def main() -> None:
     print(f"{'notebook':<42} {'minutes':>8} {'peak RSS MiB':>13} {'peak heap MiB':>14} {'CUDA libs MiB':>14} "
           f"{'under limit':>12}", flush=True)
     for path in paths:
-        row = run_notebook(path, args.inplace, args.timeout, args.memory_limit)
+        row = run_notebook(path, args.inplace, args.timeout, args.memory_limit, args.executed)
         rows.append(row)
         verdict = "-" if not args.memory_limit else "completed" if row["completed"] else "KILLED"
         print(f"{row['notebook']:<42} {row['minutes']:>8.2f} {row['peak_rss_mb']:>13} {row['peak_anon_mb']:>14} "

@@ -26,6 +26,9 @@ def uniform_targets(teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch
     return torch.zeros_like(teacher_logits)
 
 
+uniform_targets.reads_teacher = False  # so distill() skips the teacher's passes over the training images
+
+
 class ClassAverageTargets:
     """Replaces each image's teacher logits by logits whose softmax at ``T`` is its class's mean soft prediction.
 

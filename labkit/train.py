@@ -376,7 +376,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
 
     A transfer set (:mod:`labkit.transfer`) mixes labelled and unlabelled training images: the unlabelled ones
     get the soft term only. ``targets(teacher_logits, labels)`` replaces the teacher's logits of every training
-    batch, e.g. by :class:`labkit.controls.ClassAverageTargets` (05_distill_student).
+    batch, e.g. by :class:`labkit.controls.ClassAverageTargets` (05_distill_student). A run whose loss never reads the
+    teacher's logits of the training images (``alpha=0``, or :func:`labkit.controls.uniform_targets`) skips the
+    teacher's passes over them; its validation columns still measure the teacher.
 
     Under ``accelerate launch`` the student trains data parallel (docs/scaling.md); the teacher is not handed to
     Accelerate, so it stays frozen and outside the gradient averaging, and each process runs it on its own slice.
@@ -397,10 +399,12 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     views_seed = config.seed if views_seed is None else views_seed
     split, eval_images, eval_labels = _evaluation(data)
     frozen = parallel.place(teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher(teacher))
+    reads_teacher = _reads_teacher(alpha, targets)
+    if teacher_views > 0:
+        views = make_views(data.train_images, config.augment, teacher_views, seed=views_seed)
     with parallel.main_process_first():  # one process per machine fills the logit cache, the others read it
         eval_teacher = teacher_logits_for_views(frozen, [eval_images], progress=progress)[0]
-        if teacher_views > 0:
-            views = make_views(data.train_images, config.augment, teacher_views, seed=views_seed)
+        if teacher_views > 0 and reads_teacher:
             cached = parallel.place(teacher_logits_for_views(frozen, views, progress=progress))
     images, labels = parallel.place(data.train_images), parallel.place(data.train_labels)  # moved once, for all views
     if teacher_views > 0:
@@ -411,6 +415,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         loader = Loader(images, labels, config.batch_size, augment=config.augment,
                         drop_last=True, seed=config.seed, channels_last=config.channels_last)
         teacher_batch = lambda batch: frozen(batch.images)
+    if not reads_teacher:  # the loss would multiply the teacher's logits by 0, or replace them: zeros cost nothing
+        num_classes = len(data.classes)
+        teacher_batch = lambda batch: batch.images.new_zeros(len(batch.labels), num_classes, dtype=torch.float32)
 
     if mix is not None:
         generator = torch.Generator().manual_seed(config.seed)
@@ -449,6 +456,13 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
                 callbacks=callbacks, chance_check=mix is None)
+
+
+def _reads_teacher(alpha: float, targets: Callable | None) -> bool:
+    """Whether a run's loss reads the teacher's logits of its training images: not at ``alpha = 0``, nor when
+    ``targets`` replaces them whatever they are (``reads_teacher = False``, e.g. :func:`labkit.controls.uniform_targets`).
+    Such labels-only runs then skip the teacher's passes over the training images (their results are unchanged)."""
+    return alpha > 0 and getattr(targets, "reads_teacher", True)
 
 
 def _check_transfer_set(data: CifarData, alpha: float) -> int:

@@ -85,3 +85,36 @@ def test_uniform_targets_ignore_the_teacher_but_not_its_evaluation(small, tmp_pa
     for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
         assert torch.equal(a, b)  # the same training: the teacher's predictions were replaced
     assert histories[0].last["val_kl"] != histories[1].last["val_kl"]  # measured against each real teacher
+
+
+@pytest.mark.parametrize("views", [2, 0], ids=["cached-views", "online"])
+@pytest.mark.parametrize("alpha, targets", [(0.5, uniform_targets), (0.0, None)], ids=["uniform", "alpha-0"])
+def test_a_run_that_never_reads_the_teacher_does_not_run_it_on_the_training_images(small, tmp_path, monkeypatch,
+                                                                                  views, alpha, targets):
+    """Labels-only arms (uniform targets, alpha = 0) train exactly as before, without the teacher's passes over the
+    training views, which their loss never reads; validation agreement still measures the real teacher."""
+    from labkit import train as engine
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    teacher = models.create("student_small")
+    runs = []
+    for skipping in (False, True):  # before labkit skipped such passes, and now
+        if not skipping:
+            monkeypatch.setattr(engine, "_reads_teacher", lambda alpha, targets: True)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache-2"))
+        seen = []
+        handle = teacher.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+        torch.manual_seed(0)
+        student = models.create("student_small")
+        history = distill(student, teacher, small, T=2.0, alpha=alpha, epochs=2, teacher_views=views,
+                          targets=targets, seed=0, **FAST)
+        handle.remove()
+        runs.append((student, history, sum(seen)))
+    (read, read_history, read_images), (skipped, skipped_history, skipped_images) = runs
+    assert read_images >= 2 * len(small.train_labels) + len(small.val_labels)
+    assert skipped_images == len(small.val_labels)  # the validation split only, for the agreement columns
+    assert skipped_history["loss"] == read_history["loss"] and skipped_history["val_kl"] == read_history["val_kl"]
+    for a, b in zip(read.state_dict().values(), skipped.state_dict().values()):
+        assert torch.equal(a, b)
