@@ -179,14 +179,27 @@ def notebooks_part(quick: bool) -> dict:
                                     f"benchmarks/notebook_runs.py --results precision_notebooks_{precision} NOTEBOOK")
         runs[precision] = {r["notebook"]: r for r in json.loads(path.read_text())["runs"]}
     both = sorted(set(runs["fp32"]) & set(runs["bf16"]))
-    return {"rows": [{"notebook": name, **{f"{p}_minutes": runs[p][name]["minutes"] for p in PRECISIONS},
-                      **{f"{p}_peak_rss_mb": runs[p][name]["peak_rss_mb"] for p in PRECISIONS},
-                      "speed_up": round(runs["fp32"][name]["minutes"] / runs["bf16"][name]["minutes"], 2)}
-                     for name in both]}
+    rows = []
+    for name in both:
+        row = {"notebook": name}
+        for p in PRECISIONS:
+            run = runs[p][name]
+            row.update({f"{p}_minutes": run["minutes"], f"{p}_peak_rss_mb": run["peak_rss_mb"],
+                        f"{p}_completed": run.get("completed", True)})
+        # a run killed at the memory limit took longer than its minutes: no ratio
+        done = row["fp32_completed"] and row["bf16_completed"]
+        row["speed_up"] = round(row["fp32_minutes"] / row["bf16_minutes"], 2) if done else None
+        rows.append(row)
+    return {"rows": rows}
 
 
 def markdown(results: dict) -> str:
     lines = []
+    if "cpu" in results:
+        cpu = results["cpu"]
+        flags = ", ".join(f"{f} {'yes' if cpu[f] else 'no'}" for f in BF16_FLAGS)
+        lines += [f"CPU: {cpu['cpu']} ({flags}; torch's vector unit {cpu['torch_cpu_capability']}); labkit's `auto` "
+                  f"here: {'bf16, ' + results['native_bf16'] if results.get('native_bf16') else 'fp32'}.", ""]
     if "speed" in results:
         lines += ["| model | batch | fp32 steps/s | bf16 steps/s | bf16 / fp32 |", "|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['batch_size']} | {r['fp32_steps_per_s']:.2f} | {r['bf16_steps_per_s']:.2f} | "
@@ -206,7 +219,11 @@ def markdown(results: dict) -> str:
     if "notebooks" in results:
         lines += ["", "| notebook, full mode, 1.5 GiB limit | fp32 minutes | bf16 minutes | fp32 / bf16 | "
                       "peak RSS MiB fp32 / bf16 |", "|---|---|---|---|---|"]
-        lines += [f"| {r['notebook']} | {r['fp32_minutes']:.1f} | {r['bf16_minutes']:.1f} | {r['speed_up']:.2f}x | "
+        def minutes(r: dict, p: str) -> str:
+            return f"{r[f'{p}_minutes']:.1f}" + ("" if r.get(f"{p}_completed", True) else " (killed at the limit)")
+
+        lines += [f"| {r['notebook']} | {minutes(r, 'fp32')} | {minutes(r, 'bf16')} | "
+                  f"{'-' if r['speed_up'] is None else format(r['speed_up'], '.2f') + 'x'} | "
                   f"{r['fp32_peak_rss_mb']:,} / {r['bf16_peak_rss_mb']:,} |" for r in results["notebooks"]["rows"]]
     if "teacher" in results:
         t = results["teacher"]
@@ -231,16 +248,19 @@ def main() -> None:
     previous = RESULTS / f"{name}.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {}
     results.pop("machine", None)
-    results["command"] = "python benchmarks/precision.py --part " + " ".join(args.part)
+    # the parts kept from earlier runs are named too; each part's "measured" says when and where
+    parts = [p for p in PARTS if p in results or p in args.part]
+    results["command"] = "python benchmarks/precision.py --part " + " ".join(parts)
     results["cpu"] = cpu_description()
     results["native_bf16"] = settings.native_bf16("cpu")
     for part in args.part:
         started = time.perf_counter()
         results[part] = accuracy_part(args.seeds, quick) if part == "accuracy" else PARTS[part](quick)
         results[part]["measured"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": results["cpu"]["cpu"],
-                                     "minutes": round((time.perf_counter() - started) / 60, 1)}
+                                     "minutes": round((time.perf_counter() - started) / 60, 1),
+                                     "command": f"python benchmarks/precision.py --part {part}"}
     os.environ.pop(PRECISION_ENV, None)
-    write_report(name, results, "bf16 against fp32", "training steps, a distilled student and the teacher recipe",
+    write_report(name, results, "bf16 against fp32", "training steps, distilled students, notebooks, the teacher recipe",
                  markdown(results), quick)
 
 

@@ -37,4 +37,11 @@ def test_the_notebook_runs_of_both_precisions_are_put_side_by_side(tmp_path, mon
     assert rows[0]["speed_up"] == 2.5
     table = precision.markdown({"notebooks": {"rows": rows}})
     assert "| 05_distill_student.ipynb | 20.0 | 8.0 | 2.50x | 1,400 / 1,400 |" in table
+    killed = {"runs": [{"notebook": "05_distill_student.ipynb", "minutes": 13.5, "peak_rss_mb": 1537,
+                        "completed": False}]}
+    (tmp_path / "precision_notebooks_fp32.json").write_text(json.dumps(killed))
+    rows = precision.notebooks_part(quick=False)["rows"]
+    assert rows[0]["speed_up"] is None  # a run killed at the memory limit has no time to compare
+    table = precision.markdown({"notebooks": {"rows": rows}})
+    assert "| 05_distill_student.ipynb | 13.5 (killed at the limit) | 8.0 | - | 1,537 / 1,400 |" in table
 
