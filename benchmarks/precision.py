@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -142,7 +143,8 @@ def accuracy_part(seeds: list[int], quick: bool) -> dict:
             print(f"    test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)", flush=True)
             runs[precision].append(record)
     test = {p: [r["test_acc"] for r in runs[p]] for p in PRECISIONS}
-    return {"settings": {**protocol.settings(), "T": T, "alpha": ALPHA},
+    # the budget names the headline's five seeds (its kept runs' names); seeds_run are the ones trained and compared
+    return {"settings": {**protocol.settings(), "T": T, "alpha": ALPHA, "seeds_run": list(seeds)},
             "test_acc": {p: summarize(v) for p, v in test.items()},
             "bf16 - fp32": paired_interval(test["bf16"], test["fp32"]) if len(seeds) > 1 else None,
             "runs": runs}
@@ -169,8 +171,21 @@ def teacher_part(quick: bool) -> dict:
             "seconds_per_epoch": [r["seconds"] for r in history.rows]}
 
 
-def notebooks_part(quick: bool) -> dict:
-    """The notebook runs of each precision (``benchmarks/notebook_runs.py --results precision_notebooks_<p>``)."""
+def cell_minutes(notebook: Path, top: int = 4) -> list[dict]:
+    """The ``top`` longest code cells of an executed notebook (nbclient's timing metadata), longest first."""
+    cells = []
+    for number, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if cell["cell_type"] == "code" and "shell.execute_reply" in timing:
+            took = (datetime.fromisoformat(timing["shell.execute_reply"].replace("Z", "+00:00"))
+                    - datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
+            cells.append({"cell": number, "minutes": round(took / 60, 2), "starts": "".join(cell["source"])[:60]})
+    return sorted(cells, key=lambda c: -c["minutes"])[:top]
+
+
+def notebooks_part(quick: bool, executed: Path | None = None) -> dict:
+    """The notebook runs of each precision (``benchmarks/notebook_runs.py --results precision_notebooks_<p>``), with
+    the longest cells of the executed copies found in ``executed/<p>/``."""
     runs = {}
     for precision in PRECISIONS:
         path = RESULTS / f"precision_notebooks_{precision}{'_quick' if quick else ''}.json"
@@ -189,6 +204,10 @@ def notebooks_part(quick: bool) -> dict:
         # a run killed at the memory limit took longer than its minutes: no ratio
         done = row["fp32_completed"] and row["bf16_completed"]
         row["speed_up"] = round(row["fp32_minutes"] / row["bf16_minutes"], 2) if done else None
+        for p in PRECISIONS:
+            copy = executed / p / name if executed else None
+            if copy is not None and copy.is_file() and row[f"{p}_completed"]:
+                row[f"{p}_longest_cells"] = cell_minutes(copy)
         rows.append(row)
     return {"rows": rows}
 
@@ -225,6 +244,11 @@ def markdown(results: dict) -> str:
         lines += [f"| {r['notebook']} | {minutes(r, 'fp32')} | {minutes(r, 'bf16')} | "
                   f"{'-' if r['speed_up'] is None else format(r['speed_up'], '.2f') + 'x'} | "
                   f"{r['fp32_peak_rss_mb']:,} / {r['bf16_peak_rss_mb']:,} |" for r in results["notebooks"]["rows"]]
+        for r in results["notebooks"]["rows"]:
+            for p in PRECISIONS:
+                if r.get(f"{p}_longest_cells"):
+                    cells = "; ".join(f"cell {c['cell']} {c['minutes']:.1f} min" for c in r[f"{p}_longest_cells"])
+                    lines.append(f"\nLongest cells of {r['notebook']} in {p}: {cells}.")
     if "teacher" in results:
         t = results["teacher"]
         lines += ["", f"Teacher recipe in bf16 ({t['epochs']} epochs, seed 0): {100 * t['test_acc']:.2f}% test accuracy "
@@ -240,6 +264,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes (also set by {QUICK_ENV}=1)")
     parser.add_argument("--part", nargs="+", choices=PARTS, default=["speed", "accuracy"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--executed", type=Path, metavar="DIR",
+                        help="notebooks: executed copies in DIR/fp32 and DIR/bf16 (notebook_runs.py --executed)")
     args = parser.parse_args()
     if args.quick:
         os.environ[QUICK_ENV] = "1"
@@ -255,12 +281,15 @@ def main() -> None:
     results["native_bf16"] = settings.native_bf16("cpu")
     for part in args.part:
         started = time.perf_counter()
-        results[part] = accuracy_part(args.seeds, quick) if part == "accuracy" else PARTS[part](quick)
+        results[part] = (accuracy_part(args.seeds, quick) if part == "accuracy"
+                         else notebooks_part(quick, args.executed) if part == "notebooks" else PARTS[part](quick))
         results[part]["measured"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": results["cpu"]["cpu"],
                                      "minutes": round((time.perf_counter() - started) / 60, 1),
                                      "command": f"python benchmarks/precision.py --part {part}"}
     os.environ.pop(PRECISION_ENV, None)
-    write_report(name, results, "bf16 against fp32", "training steps, distilled students, notebooks, the teacher recipe",
+    about = {"speed": "training steps", "accuracy": "distilled students", "notebooks": "notebooks",
+             "teacher": "the teacher recipe"}
+    write_report(name, results, "bf16 against fp32", ", ".join(about[p] for p in parts),
                  markdown(results), quick)
 
 

@@ -85,8 +85,8 @@ def precision(on: torch.device | str | None = None, model: torch.nn.Module | Non
 
     Introduced in 00_start_here. ``$LABKIT_PRECISION`` decides: ``fp32``, ``bf16``, or ``auto`` (the default),
     which is bfloat16 autocast where the hardware computes in bfloat16 natively (:func:`native_bf16`) and float32
-    everywhere else. Under bf16 only forward passes (convolutions, matrix products) run in bfloat16; weights,
-    optimizer state, BatchNorm statistics and the losses stay in float32. A ``model`` whose number format is part
+    everywhere else. Under bf16 the convolutions and matrix products (forward, and so their backward) run in
+    bfloat16; weights, optimizer state, BatchNorm statistics and the losses stay in float32. A ``model`` whose number format is part
     of what it is (a quantized or deployed model of :mod:`labkit.compress`, which sets ``fixed_precision``) keeps
     its own.
     """
@@ -113,11 +113,20 @@ def native_bf16(on: torch.device | str | None = None) -> str | None:
 
     on = torch.device(on) if on is not None else device()
     if on.type == "cuda":
-        return "CUDA GPU with bfloat16" if torch.cuda.is_bf16_supported() else None
+        return "CUDA GPU with bfloat16" if _cuda_native_bf16() else None
     if on.type == "cpu":
         found = _cpu_bf16_instructions()
         return f"CPU with {' and '.join(found)}" if found else None
     return None
+
+
+def _cuda_native_bf16() -> bool:
+    import torch
+
+    try:  # pre-Ampere GPUs (V100, T4) only emulate bfloat16, which torch counts unless told not to
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument counted native support only
+        return torch.cuda.is_bf16_supported()
 
 
 def _cpu_bf16_instructions() -> list[str]:

@@ -63,6 +63,20 @@ def test_auto_is_bf16_only_on_a_cpu_that_computes_in_it(monkeypatch, value):
     assert settings.precision("mps") == "fp32"  # Apple's GPU: not decided by the CPU's instructions
 
 
+def test_a_gpu_that_only_emulates_bf16_gets_fp32(monkeypatch):
+    seen = []
+
+    def is_bf16_supported(including_emulation=True):
+        seen.append(including_emulation)
+        return including_emulation  # a pre-Ampere GPU: bfloat16 only by emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.delenv(settings.PRECISION_ENV, raising=False)
+    assert settings.native_bf16("cuda") is None and settings.precision("cuda") == "fp32" and seen[0] is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert settings.native_bf16("cuda") == "CUDA GPU with bfloat16" and settings.precision("cuda") == "bf16"
+
+
 def test_the_cpu_detection_asks_pytorch_for_the_instructions(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
