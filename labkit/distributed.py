@@ -64,9 +64,10 @@ class SingleProcess:
         """``"bf16"`` or ``"fp32"``: :func:`labkit.settings.precision` of ``model`` on this process's device."""
         return settings.precision(self.device, model)
 
-    def autocast(self, model: torch.nn.Module | None = None) -> ContextManager:
-        """The forward passes' precision: :func:`labkit.settings.autocast` on this process's device."""
-        return settings.autocast(self.device, model)
+    def autocast(self, model: torch.nn.Module | None = None, computed_in: str | None = None) -> ContextManager:
+        """The forward passes' precision: :func:`labkit.settings.autocast` on this process's device (``computed_in``:
+        a precision decided once for the whole run)."""
+        return settings.autocast(self.device, model, computed_in)
 
     def main_process_first(self) -> ContextManager:
         """Run the block on the main process of each machine first (to fill the disk cache once)."""
@@ -130,7 +131,7 @@ class DataParallel(SingleProcess):
             return model.fixed_precision
         return {"no": "fp32"}.get(str(self.accelerator.mixed_precision), str(self.accelerator.mixed_precision))
 
-    def autocast(self, model: torch.nn.Module | None = None) -> ContextManager:
+    def autocast(self, model: torch.nn.Module | None = None, computed_in: str | None = None) -> ContextManager:
         if getattr(model, "fixed_precision", None) is not None:
             return contextlib.nullcontext()
         return self.accelerator.autocast()

@@ -177,7 +177,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * schedule[step].item()
             batch = parallel.shard(batch)
-            with parallel.autocast(model):
+            with parallel.autocast(model, run["precision"]):  # decided once: the step does not read the environment
                 try:
                     loss, logits, parts = loss_fn(trained, batch)
                 except NonFiniteLogitsError as err:  # a diverged student: reported like a non-finite loss
