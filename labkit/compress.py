@@ -17,11 +17,13 @@ Deployment engines, each with an fp32 and an int8 version
   4-bit ones that simulate a harsher quantization on the same kernels), which Inductor lowers to oneDNN int8
   convolutions fused with their neighbours. :func:`prepare_qat` and :func:`convert_qat` are the quantization-aware
   version: fine-tune the fake-quantized model (e.g. with :func:`labkit.train.distill`), then compile the same int8
-  kernels. The uncompiled :class:`QuantizedModel` has the same numbers, for accuracy without a compilation.
+  kernels. The uncompiled :class:`QuantizedModel` has the same numbers, for accuracy without a compilation;
+  :func:`quantized_weight` reads the int8 weight and scales it stores for one layer.
 * ONNX Runtime, the portable engine: :func:`export_onnx`, :func:`quantize_onnx_int8` (static QDQ quantization,
   per-channel weights) and :class:`OnnxModel`, which runs a file like a module.
 
-Every deployed model takes float images (any batch size) and returns float logits, so :mod:`labkit.evaluate` and
+Every deployed model takes images as the eager models do (uint8 in 0..255, or float in [0, 1]; any batch size;
+:func:`labkit.models.as_model_input`) and returns float logits, so :mod:`labkit.evaluate` and
 :mod:`labkit.speed` measure them like any other model.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import tempfile
 import warnings
@@ -41,7 +44,7 @@ from torch.nn.utils import prune
 
 from labkit.evaluate import accuracy, predict_logits
 from labkit.loader import to_float
-from labkit.models import CifarNet, ConvGroup, count_parameters, forward_flops
+from labkit.models import CifarNet, ConvGroup, as_model_input, count_parameters, forward_flops
 from labkit.speed import latency_ms, throughput
 
 
@@ -234,7 +237,7 @@ class CompiledModel(InferenceModel):
         return self.compiled._orig_mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = as_model_input(x).contiguous(memory_format=torch.channels_last)
         signature = (tuple(x.shape), x.dtype, x.device)
         with torch.inference_mode():
             if signature in self._compiled_for:
@@ -261,7 +264,7 @@ class QuantizedModel(InferenceModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.graph(x.contiguous(memory_format=torch.channels_last))
+            return self.graph(as_model_input(x).contiguous(memory_format=torch.channels_last))
 
 
 def _exported(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -376,6 +379,38 @@ def compile_int8(model: nn.Module, calibration_images: torch.Tensor, weight_bits
     return CompiledModel(quantize_pt2e(model, calibration_images, weight_bits, batch_size, reduce_range).graph)
 
 
+_WEIGHTED_OPS = ("aten.conv2d.default", "aten.linear.default")
+
+
+def _layer_path(node: torch.fx.Node) -> str | None:
+    """The module path (e.g. ``"layers.0.conv1"``) of the layer that an exported graph's node comes from."""
+    stack = node.meta.get("nn_module_stack")
+    return list(stack.values())[-1][0] if stack else None
+
+
+def quantized_weight(model: QuantizedModel | CompiledModel | torch.fx.GraphModule,
+                     layer: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(int8 weight, scales, zero points)`` that PT2E's ``convert_pt2e`` stored for the convolution or linear
+    layer ``layer`` (its module path, e.g. ``"layers.0.conv1"``) of a converted model (:func:`quantize_pt2e`,
+    :func:`compile_int8`, :func:`convert_qat`); one scale and zero point per output channel
+    (09_compress_and_deploy, where the learner computes the same scales by hand).
+
+    A convolution directly followed by its BatchNorm was folded with it before quantization: its stored weight is
+    the folded one, not the trained ``weight`` of the module.
+    """
+    graph = model if isinstance(model, torch.fx.GraphModule) else getattr(model, "graph", None)
+    if not isinstance(graph, torch.fx.GraphModule):
+        raise ValueError(f"quantized_weight needs a converted PT2E model, got {type(model).__name__}")
+    weighted = [n for n in graph.graph.nodes if n.op == "call_function" and str(n.target) in _WEIGHTED_OPS]
+    for node in weighted:
+        dequantize = node.args[1]
+        if _layer_path(node) == layer and isinstance(dequantize, torch.fx.Node) \
+                and "dequantize_per_channel" in str(dequantize.target):
+            return tuple(functools.reduce(getattr, arg.target.split("."), graph) for arg in dequantize.args[:3])
+    raise ValueError(f"no int8 weight of layer {layer!r} in this graph; its quantized layers: "
+                     f"{[_layer_path(n) for n in weighted if 'dequantize' in str(getattr(n.args[1], 'target', ''))]}")
+
+
 class QatModel(nn.Module):
     """A model prepared for quantization-aware training by :func:`prepare_qat`: its forward pass rounds weights and
     activations to int8 and back (fake quantization), so fine-tuning learns weights that survive int8.
@@ -401,7 +436,7 @@ class QatModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
+        return self.graph(as_model_input(x))
 
 
 def prepare_qat(model: nn.Module, example_images: torch.Tensor, weight_bits: int = 8) -> QatModel:
@@ -495,7 +530,8 @@ def _input_name(onnx_path: str | Path) -> str:
 
 
 class OnnxModel(InferenceModel):
-    """An ONNX file run by ONNX Runtime on the CPU, called like a module: float images in, float logits out.
+    """An ONNX file run by ONNX Runtime on the CPU, called like a module: images in (uint8, or float in
+    [0, 1]), float logits out.
 
     The session uses as many threads as PyTorch (``torch.get_num_threads()``, unless ``threads`` is given), so the
     two engines are timed on the same share of the machine.
@@ -516,7 +552,8 @@ class OnnxModel(InferenceModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ONNX Runtime reads plain (N, C, H, W) arrays: a channels_last batch is copied to that layout first
-        (logits,) = self.session.run(None, {self.input_name: x.detach().cpu().float().contiguous().numpy()})
+        images = as_model_input(x.detach().cpu()).float().contiguous()
+        (logits,) = self.session.run(None, {self.input_name: images.numpy()})
         return torch.from_numpy(logits)
 
 

@@ -1,10 +1,12 @@
 """The course's CIFAR-10 networks: an airbench94-style teacher and small students (introduced in 04_cifar_teacher).
 
-Every model takes float images in [0, 1] (a fixed ``Normalize`` is its first layer) and returns logits.
+Every model takes images as the data layer gives them, uint8 in 0..255, or float in [0, 1] (a fixed ``Normalize``
+is its first layer, see :func:`as_model_input`), and returns logits.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -14,10 +16,32 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from labkit.data import CIFAR10_MEAN, CIFAR10_STD
 from labkit.evaluate import eval_mode
+from labkit.loader import to_float
+
+
+class InputRangeWarning(UserWarning):
+    """Float images far outside [0, 1] reached a model: most likely 0..255 values or images normalised twice."""
+
+
+def as_model_input(images: torch.Tensor) -> torch.Tensor:
+    """``images`` as every labkit model reads them (introduced in 00_start_here, where a plain loop feeds batches
+    straight from ``load_cifar10()`` to the models): uint8 (0..255) becomes float in [0, 1], as the data loader does;
+    float images are taken as they are, with an :class:`InputRangeWarning` when they lie far outside [0, 1],
+    where every model predicts near chance. The range is not checked while a graph is traced or compiled."""
+    if images.dtype == torch.uint8:
+        return to_float(images)
+    if images.numel() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        low, high = torch.aminmax(images.detach())
+        if low < -1 or high > 2:
+            warnings.warn(f"images range from {low.item():.3g} to {high.item():.3g}, but labkit's models expect "
+                          "float images in [0, 1] (or uint8 in 0..255): divide 0..255 floats by 255, and do not "
+                          "normalise them yourself (the model's first layer does)", InputRangeWarning, stacklevel=3)
+    return images
 
 
 class Normalize(nn.Module):
-    """Subtract the CIFAR-10 channel means and divide by the standard deviations (fixed buffers)."""
+    """Subtract the CIFAR-10 channel means and divide by the standard deviations (fixed buffers), after
+    :func:`as_model_input` (uint8 images become floats in [0, 1])."""
 
     def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         super().__init__()
@@ -25,7 +49,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (as_model_input(x) - self.mean) / self.std
 
 
 class BatchNorm(nn.BatchNorm2d):
@@ -122,14 +146,14 @@ class CifarNet(nn.Module):
 
 @torch.no_grad()
 def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> None:
-    """Set a whitening stem from the covariance of 2x2 patches of ``images`` (float, [0, 1]).
+    """Set a whitening stem from the covariance of 2x2 patches of ``images`` (uint8, or float in [0, 1]).
 
     The stem's filters become the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue), and
     their negatives (GELU then keeps both signs), so the first layer decorrelates the pixels.
     """
     if not model.whiten:
         raise ValueError("init_whitening needs a model built with whiten=True")
-    x = model.normalize(images.float())
+    x = model.normalize(as_model_input(images).float())
     k = model.stem.kernel_size[0]
     patches = x.unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, 3 * k * k).double()
     cov = patches.T @ patches / len(patches)

@@ -301,3 +301,29 @@ def test_quantization_aware_training_with_four_bit_weights_converts_to_sixteen_l
     # This 8-channel network is far too small for 16 weight levels to keep its accuracy (the shipped student
     # loses a point): only the mechanics are checked here, against chance (10%; it scored 40% on an Intel Xeon).
     assert (predict_logits(four, data.test_images).argmax(1) == data.test_labels).float().mean() > 0.25
+
+
+def test_deployed_models_take_uint8_images_as_the_eager_model_does(distilled, int8_student, onnx_files, sample):
+    images = sample.test_images[:8]
+    assert images.dtype == torch.uint8
+    for model in (int8_student, OnnxModel(onnx_files[0])):
+        torch.testing.assert_close(model(images), model(images.float() / 255))
+    torch.testing.assert_close(OnnxModel(onnx_files[0])(images), distilled.eval()(images), atol=1e-4, rtol=1e-4)
+
+
+def test_quantized_weight_reads_the_int8_weight_and_scales_of_one_layer(distilled, int8_student):
+    from labkit.compress import quantized_weight
+
+    q, scale, zero = quantized_weight(int8_student, "layers.0.conv1")
+    w = distilled.layers[0].conv1.weight.detach()
+    assert q.dtype == torch.int8 and q.shape == w.shape and scale.shape == (w.shape[0],) and not zero.any()
+    # Symmetric per channel: the 255 steps of -128..127 span [-max|w|, max|w|] (PT2E's PerChannelMinMaxObserver).
+    # conv1's BatchNorm comes after the max-pool, so nothing was folded into this weight.
+    torch.testing.assert_close(scale, w.abs().amax((1, 2, 3)) / 127.5)
+    assert ((q.float() * scale.view(-1, 1, 1, 1) - w).abs() <= scale.view(-1, 1, 1, 1) / 2 + 1e-7).all()
+    head = quantized_weight(QuantizedModel(int8_student.graph), "head")
+    assert head[0].shape == distilled.head.weight.shape and head[1].shape == (10,)
+    with pytest.raises(ValueError, match="layers.0.conv1"):  # the message lists the quantized layers
+        quantized_weight(int8_student, "layers.0.norm1")
+    with pytest.raises(ValueError, match="converted PT2E model"):
+        quantized_weight(distilled, "head")

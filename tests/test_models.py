@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,3 +121,27 @@ def test_a_model_for_fewer_classes_differs_only_in_its_head():
     assert five.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 5) and five.config["num_classes"] == 5
     with pytest.raises(ValueError, match="num_classes"):
         models.create("student_small", num_classes=0)
+
+
+@pytest.mark.parametrize("name", ["teacher", "student_small"])
+def test_uint8_images_give_the_logits_of_the_same_images_in_0_1(name):
+    model = models.create(name).eval()
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), model(images.float() / 255))
+
+
+def test_float_images_far_outside_0_1_get_a_warning_that_says_what_to_pass():
+    model = models.create("student_small").eval()
+    images = torch.randint(0, 256, (2, 3, 32, 32)).float()
+    with torch.no_grad(), pytest.warns(models.InputRangeWarning, match="divide 0..255 floats by 255"):
+        model(images)
+    with torch.no_grad(), pytest.warns(models.InputRangeWarning, match="do not normalise them yourself"):
+        model(models.Normalize()(images / 255))
+
+
+def test_float_images_in_0_1_pass_without_a_warning():
+    model = models.create("student_small").eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", models.InputRangeWarning)
+        model(torch.rand(2, 3, 32, 32))
