@@ -5,6 +5,9 @@
   from the literature, fixed by mathematics or set by the cell (a plotted band), listed in ``CITED`` with their
   source.
 * No development words (the vocabulary of issues and acceptance criteria) in a lesson.
+* Every notebook ends with a ``## References`` cell that links the papers and documentation it cites, and no
+  solution block holds a citation: what the lesson takes from the literature is in its main text, which the
+  student copies keep (``make student`` replaces the solutions).
 """
 
 from __future__ import annotations
@@ -37,6 +40,18 @@ CITED = {
 # Single-digit settings (alpha, label smoothing, fractions) are read as settings, not results; 95% is the confidence
 # level of every interval.
 SETTINGS = {f"0.{d}" for d in range(1, 10)} | {"95%"}
+REFERENCES_HEADING = "## References"
+URL = re.compile(r"https?://[^\s)>\]]+")
+# A citation inside a solution block: a link, "et al.", an arXiv id (or the word), or a year in parentheses such as
+# "(2015)" or "(Romero et al., 2015)"; a call such as range(2000) is not one (no name or bracket before the "(").
+CITATION = {
+    "a URL": URL,
+    '"et al."': re.compile(r"\bet al\b", re.IGNORECASE),
+    "an arXiv id": re.compile(r"\barxiv\b|(?<![\d.])\d{4}\.\d{4,5}(?![\d.])", re.IGNORECASE),
+    "a year in parentheses": re.compile(r"(?<![\w\])])\([^()\n]*?\b(?:19|20)\d\d\b[^()\n]*\)"),
+}
+CODE_SOLUTION = re.compile(r"^[ \t]*# BEGIN SOLUTION[^\n]*\n(.*?)^[ \t]*# END SOLUTION", re.DOTALL | re.MULTILINE)
+MARKDOWN_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->(.*?)<!-- END SOLUTION -->", re.DOTALL)
 DEVELOPMENT_WORDS = re.compile(r"\bissues?\b|\bNOT met\b|\btargets? (?:met|reached|missed)\b|\bacceptance\b|"
                                r"\bTODO\b|\bFIXME\b|\bXXX\b|\bwanted\b", re.IGNORECASE)
 
@@ -81,16 +96,17 @@ def result_text(name: str) -> str:
 def uncomputed_numbers(nb: nbformat.NotebookNode, cited: dict[str, str]) -> list[tuple[int, str]]:
     """(cell index, number) of every Markdown number found in no code cell or output (a percentage also counts as
     computed when its fraction appears, e.g. 60% for 0.6). A model answer (a solution cell) may instead quote the
-    results file of the benchmark it names (``benchmarks/exercise_answers.py`` -> ``exercise_answers.json``)."""
+    results file of the benchmark it names (``benchmarks/exercise_answers.py`` -> ``exercise_answers.json``).
+    Addresses (an arXiv id or a DOI in a link) and the References cell (the titles of cited works) state no results."""
     notebook_text = computed_text(nb)
     missing = []
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "markdown":
+        if cell.cell_type != "markdown" or cell.source.startswith(REFERENCES_HEADING):
             continue
         text = notebook_text
         if "BEGIN SOLUTION" in cell.source:
             text += "\n" + "\n".join(result_text(name) for name in set(CITES_RESULTS.findall(cell.source)))
-        for number in NUMBER.findall(cell.source):
+        for number in NUMBER.findall(URL.sub("", cell.source)):
             if number in cited or number in SETTINGS:
                 continue
             plain = number.replace(",", "").rstrip("%")
@@ -134,3 +150,67 @@ def test_a_model_answer_may_quote_the_results_of_the_benchmark_it_names(tmp_path
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(answer),
                                          nbformat.v4.new_markdown_cell("Outside an answer: 79.52%.")])
     assert uncomputed_numbers(nb, {}) == [(0, "78.00%"), (1, "79.52%")]
+
+
+def references_problem(nb: nbformat.NotebookNode) -> str | None:
+    """Why the notebook's last cell is not its References cell, or None when it is."""
+    if not nb.cells:
+        return "the notebook has no cells"
+    last = nb.cells[-1]
+    where = f"cell {len(nb.cells) - 1} (the last)"
+    if last.cell_type != "markdown" or not last.source.startswith(REFERENCES_HEADING):
+        return (f"{where} is a {last.cell_type} cell that does not start with {REFERENCES_HEADING!r}: end the notebook "
+                "with a Markdown cell headed '## References' that lists, with links, the papers and docs it cites")
+    if "](http" not in last.source:
+        return f"{where} lists no link: write each reference as a Markdown link, [title](https://...)"
+    return None
+
+
+def solution_citations(nb: nbformat.NotebookNode) -> list[tuple[int, str, str]]:
+    """(cell index, kind, excerpt) of every citation inside a solution block, code or Markdown."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        pattern = CODE_SOLUTION if cell.cell_type == "code" else MARKDOWN_SOLUTION
+        for block in pattern.findall(cell.source):
+            for kind, citation in CITATION.items():
+                for match in citation.finditer(block):
+                    found.append((index, kind, block[max(0, match.start() - 30):match.end() + 10].replace("\n", " ")))
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_ends_with_its_references(path: Path):
+    problem = references_problem(nbformat.read(path, as_version=4))
+    assert problem is None, f"{path.name}: {problem}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_solution_holds_a_citation(path: Path):
+    found = solution_citations(nbformat.read(path, as_version=4))
+    assert not found, (f"{path.name}: a solution block cites the literature, and student copies lose it. Move each "
+                       "fact with its citation into the Markdown before the exercise, list the work under "
+                       "'## References', and leave the solution only its answer (\"section N says ...\"): "
+                       + "; ".join(f"cell {i}, {kind}: ...{excerpt}..." for i, kind, excerpt in found))
+
+
+def test_the_reference_and_citation_rules_catch_what_they_should():
+    references = "## References\n\n- Hinton et al. (2015). [Distilling](https://arxiv.org/abs/1503.02531)."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
+                                         nbformat.v4.new_markdown_cell(references)])
+    assert references_problem(nb) is None
+    assert uncomputed_numbers(nb, {}) == [], "an arXiv id or a cited title states no result"
+    nb.cells.append(nbformat.v4.new_code_cell("print(1)"))
+    assert "does not start with" in references_problem(nb)
+    nb.cells[-1] = nbformat.v4.new_markdown_cell("## References\n\n- Hinton, Vinyals and Dean, 2015.")
+    assert "no link" in references_problem(nb)
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Romero et al. (2015) in the main text is fine: https://arxiv.org/abs/1412.6550"),
+        nbformat.v4.new_code_cell("x = range(2000)\n# BEGIN SOLUTION\nidx = torch.randperm(2000)[:10]\n"
+                                  "# END SOLUTION\n# FitNets (2015) outside the block is fine"),
+        nbformat.v4.new_markdown_cell("<!-- BEGIN SOLUTION -->\nAs Beyer et al. found (2022), see arXiv 2106.05237 "
+                                      "or https://arxiv.org/abs/2106.05237.\n<!-- END SOLUTION -->"),
+        nbformat.v4.new_code_cell("def f():\n    # BEGIN SOLUTION\n    return 1  # Kim & Rush (2016)\n"
+                                  "    # END SOLUTION"),
+    ])
+    assert {(i, kind) for i, kind, _ in solution_citations(nb)} == {
+        (2, "a URL"), (2, '"et al."'), (2, "an arXiv id"), (2, "a year in parentheses"), (3, "a year in parentheses")}
