@@ -106,6 +106,6 @@ def print_environment_report() -> None:
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     if report["cifar10_help"]:
-        # Only 04_cifar_teacher onward needs the images, and load_cifar10 downloads them when it can.
-        print("\nNotebooks 00-03 need no data; from 04_cifar_teacher on, load_cifar10() downloads CIFAR-10 if it can.")
+        # 00's whole game is the first cell that needs the images, and load_cifar10 downloads them when it can.
+        print("\nThe notebooks use CIFAR-10 from 00's whole game on; load_cifar10() downloads it if it can.")
         print(report["cifar10_help"])

@@ -698,3 +698,331 @@ def test_every_check_is_tested():
     source = open(__file__).read()
     public = [name for name in dir(checks) if name.startswith("check_")]
     assert public and all(f"checks.{name}(" in source or f"checks.{name}," in source for name in public)
+
+
+# 03_kl_divergence, section 6: the gradient of the soft term from the formula (check_soft_grad)
+
+
+def soft_grad(s, t, T):
+    """T · (q − p) / batch size: the gradient of T² · KL(p_T ‖ q_T), batch mean, with respect to the student logits."""
+    return T * (soft_targets(s, T) - soft_targets(t, T)) / len(s)
+
+
+def numpy_soft_grad(s, t, T):
+    from scipy.special import softmax
+    return T * (softmax(s.numpy() / T, axis=1) - softmax(t.numpy() / T, axis=1)) / len(s)
+
+
+def autograd_soft_grad(s, t, T):
+    z = s.clone().requires_grad_()
+    loss = distillation_loss(z, t, torch.zeros(len(s), dtype=torch.long), T=T, alpha=1.0)
+    return torch.autograd.grad(loss, z)[0]
+
+
+def raises_not_implemented(s, t, T):
+    raise NotImplementedError("write the formula")
+
+
+@pytest.mark.parametrize("fn", [
+    soft_grad,
+    numpy_soft_grad,
+    lambda s, t, T: soft_grad(s.double(), t.double(), T),
+    lambda s, t, T: soft_grad(s, t, T).half(),
+    lambda s, t, T: numpy_soft_grad(s, t, T).astype("float16"),
+    lambda s, t, T: soft_grad(s, t, T).bfloat16(),
+], ids=["float32", "numpy", "float64", "float16", "numpy-float16", "bfloat16"])
+def test_soft_grad_passes(capsys, fn):
+    passes(capsys, checks.check_soft_grad, fn)
+
+
+@pytest.mark.parametrize("fn,hint", [
+    (lambda s, t, T: soft_grad(s, t, T) / T**2, "forgot T\\*\\*2"),
+    (lambda s, t, T: soft_grad(s, t, T) * T, "chain rule"),
+    (lambda s, t, T: soft_grad(s, t, T) / T, "lacks the factor T"),
+    (lambda s, t, T: -soft_grad(s, t, T), "sign is flipped"),
+    (lambda s, t, T: soft_grad(t, s, T), "sign is flipped"),  # teacher and student swapped in the softmaxes
+    (lambda s, t, T: soft_grad(s, t, T) * len(s), "no batch mean"),
+    (lambda s, t, T: soft_grad(s, t, T) / s.shape[1], "batchmean"),
+    (lambda s, t, T: T * (soft_targets(s) - soft_targets(t)) / len(s), "no temperature"),
+    (autograd_soft_grad, "autograd"),
+    (lambda s, t, T: soft_grad(s, t, T).sum(), "one number"),
+    (lambda s, t, T: 0.0, "one number"),
+    (lambda s, t, T: soft_grad(s, t, T)[:, :5], "shape"),
+    (lambda s, t, T: soft_grad(s, t, T).T, "shape"),
+    (lambda s, t, T: torch.full_like(s, math.nan), "NaN"),
+    (lambda s, t, T: torch.zeros_like(s), "not right yet"),
+    (lambda s, t, T: "x", "numbers"),
+    (lambda s, t, T: None, "returned None"),
+    (raises_not_implemented, "raised NotImplementedError"),
+    (lambda s, t: 0.0, "raised TypeError"),
+    (None, "should be a function"),
+    (soft_grad(torch.zeros(2, 10), torch.zeros(2, 10), 2.0), "should be a function"),  # a result, not the function
+])
+def test_soft_grad_mistakes(fn, hint):
+    fails_with(hint, checks.check_soft_grad, fn)
+
+
+@pytest.mark.parametrize("answer", GARBAGE, ids=["None", "str", "dict", "mixed-list", "wrong-shape", "nan"])
+def test_soft_grad_garbage_is_check_failed(answer):
+    with pytest.raises(CheckFailed):
+        checks.check_soft_grad(answer)
+
+
+# 09_compress_and_deploy: the labs (int8 by hand, the pruning criterion, BatchNorm re-estimation)
+
+
+@pytest.fixture(scope="module")
+def distilled_student():
+    from labkit.pretrained import load_pretrained
+    return load_pretrained("student_small_distilled", "cpu")
+
+
+def lab_qparams(x, mistake=None):
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    if mistake == "no zero in range":
+        lo, hi = x.min().item(), x.max().item()
+    scale = {"from max": hi / 255, "256": (hi - lo) / 256, "symmetric": max(-lo, hi) / 127.5}.get(mistake,
+                                                                                               (hi - lo) / 255)
+    zero = {"sign": round(lo / scale), "unrounded": -lo / scale}.get(mistake, round(-lo / scale))
+    return scale, zero
+
+
+def lab_quantize(x, scale, zero, qmin, qmax, mistake=None):
+    raw = x / scale
+    steps = {"no round": raw, "trunc": raw.trunc(), "floor": raw.floor(), "times": torch.round(x * scale)}.get(
+        mistake, torch.round(raw))
+    if mistake == "wrap":
+        return (steps + zero).to(torch.int16).remainder(256).to(torch.uint8)
+    if mistake == "no clamp":
+        return steps + zero
+    return torch.clamp(steps - zero if mistake == "minus" else steps + zero, qmin, qmax)
+
+
+def test_affine_quantization(capsys, distilled_student):
+    w = distilled_student.layers[0].conv1.weight.detach()
+    passes(capsys, checks.check_affine_quantization, lab_qparams, lab_quantize, w)
+    # other correct forms: float64 arithmetic, tensors as results, a uint8 q
+    passes(capsys, checks.check_affine_quantization, lambda x: tuple(torch.tensor(v) for v in lab_qparams(x)),
+           lambda *a: lab_quantize(*a).to(torch.int16), w.double())
+    for mistake, hint in [("from max", "maximum alone"), ("256", "not 256"), ("symmetric", "symmetric scale"),
+                          ("no zero in range", "include 0"), ("sign", "wrong sign"), ("unrounded", "integer")]:
+        fails_with(hint, checks.check_affine_quantization, lambda x: lab_qparams(x, mistake), lab_quantize, w)
+    for mistake, hint in [("no round", "not rounded"), ("trunc", "cut off"), ("floor", "rounded down"),
+                          ("no clamp", "not clamped"), ("wrap", "wrapped around"), ("minus", "subtracted"),
+                          ("times", "multiplied")]:
+        fails_with(hint, checks.check_affine_quantization, lab_qparams,
+                   lambda *a: lab_quantize(*a, mistake=mistake), w)
+    fails_with("raised", checks.check_affine_quantization, lab_qparams,
+               lambda x, s, z, lo, hi: torch.clamp(torch.round(x / float(s)) + z, lo, hi), w)  # one scale only
+    fails_with("returned None", checks.check_affine_quantization, lambda x: None, lab_quantize, w)
+    fails_with("two numbers", checks.check_affine_quantization, lambda x: 0.1, lab_quantize, w)
+    fails_with("returned None", checks.check_affine_quantization, lab_qparams, lambda *a: None, w)
+
+
+def channel_scales(w, mistake=None):
+    dims = tuple(range(1, w.dim()))
+    return {"per tensor": w.abs().max() / 127.5, "repeated": torch.full((len(w),), w.abs().max().item() / 127.5),
+            "127": w.abs().amax(dims) / 127, "no abs": w.amax(dims) / 127.5, "dim 0": w.abs().amax(0) / 127.5,
+            "affine": (w.amax(dims) - w.amin(dims)) / 255}.get(mistake, w.abs().amax(dims) / 127.5)
+
+
+def weight_errors(w, channel_range=(-128, 127)):
+    lo, hi = w.min().item(), w.max().item()
+    s, z = (hi - lo) / 255, round(-lo / (hi - lo) * 255)
+    tensor = (w - s * (torch.clamp(torch.round(w / s) + z, 0, 255) - z)).abs().mean()
+    sc = channel_scales(w).view(-1, 1, 1, 1)
+    return tensor.item(), (w - sc * torch.clamp(torch.round(w / sc), *channel_range)).abs().mean().item()
+
+
+def pt2e_weight(w):
+    """What convert_pt2e stores: it multiplies by 1 / scale, so -127.5 steps round to -127."""
+    s = channel_scales(w)
+    return torch.clamp(torch.round(w * (1 / s.view(-1, 1, 1, 1))), -128, 127).to(torch.int8), s, torch.zeros(len(w))
+
+
+def test_channel_scales(capsys, distilled_student):
+    w = distilled_student.layers[0].conv1.weight.detach()
+    stored, errors = pt2e_weight(w), weight_errors(w)
+    passes(capsys, checks.check_channel_scales, channel_scales, errors, w, stored)
+    passes(capsys, checks.check_channel_scales, lambda x: channel_scales(x).view(-1, 1, 1, 1).double(),
+           np.array(errors), w, stored)
+    for mistake, hint in [("per tensor", "one number"), ("repeated", "whole tensor"), ("127", "divided by 127"),
+                          ("no abs", "largest magnitude"), ("dim 0", "numbers for 24"), ("affine", "affine")]:
+        fails_with(hint, checks.check_channel_scales, lambda x: channel_scales(x, mistake), errors, w, stored)
+    fails_with("swapped", checks.check_channel_scales, channel_scales, errors[::-1], w, stored)
+    fails_with("clipped", checks.check_channel_scales, channel_scales, weight_errors(w, (0, 255)), w, stored)
+    fails_with("still empty", checks.check_channel_scales, channel_scales, None, w, stored)
+    fails_with("shape", checks.check_channel_scales, channel_scales, errors[:1], w, stored)
+    fails_with("quantized_weight", checks.check_channel_scales, channel_scales, errors, w, "stored")
+    fails_with("same layer", checks.check_channel_scales, channel_scales, errors, w, pt2e_weight(w[:4]))
+    fails_with("returned None", checks.check_channel_scales, lambda x: None, errors, w, stored)
+
+
+def lab_int8_matmul(q_w, q_x, zero_x, scale_w, scale_x):
+    return (q_w.to(torch.int32) @ (q_x.to(torch.int32) - zero_x)).float() * (scale_w[:, None] * scale_x)
+
+
+def layer_product(student, images=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(images, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        x = student.stem_activ(student.stem(student.normalize(x)))
+    w = student.layers[0].conv1.weight.detach()
+    return w.flatten(1), F.unfold(x, 3, padding=1).transpose(0, 1).flatten(1)
+
+
+@pytest.mark.parametrize("fn,hint", [
+    (lambda qw, qx, z, sw, sx: (qw @ (qx.to(torch.int8) - z)).float() * (sw[:, None] * sx), "overflowed int8"),
+    (lambda qw, qx, z, sw, sx: (qw.short() @ (qx.short() - z)).float() * (sw[:, None] * sx), "overflowed int16"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ (qx - z).int()).float() * (sw[:, None] * sx), "computed in uint8"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ qx.int()).float() * (sw[:, None] * sx), "zero point is missing"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ (qx.int() + z)).float() * (sw[:, None] * sx), "zero point is added"),
+    (lambda qw, qx, z, sw, sx: qw.int() @ (qx.int() - z), "integer sums"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ (qx.int() - z)).float() * sw[:, None], "scale_w only"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ (qx.int() - z)).float() * sx, "scale_x only"),
+    (lambda qw, qx, z, sw, sx: (qw.int() @ (qx.int() - z)).float().T, "shape"),
+    (lambda qw, qx, z, sw, sx: None, "returned None"),
+    (lambda qw, qx: 0, "raised TypeError"),
+])
+def test_int8_matmul_mistakes(distilled_student, fn, hint):
+    fails_with(hint, checks.check_int8_matmul, fn, *layer_product(distilled_student))
+
+
+def test_int8_matmul_passes(capsys, distilled_student):
+    product = layer_product(distilled_student)
+    passes(capsys, checks.check_int8_matmul, lab_int8_matmul, *product)
+    # float32 sums are exact up to 2**24, beyond every sum here: a right answer too
+    passes(capsys, checks.check_int8_matmul,
+           lambda qw, qx, z, sw, sx: (qw.double() @ (qx.double() - z)) * (sw.double()[:, None] * sx), *product)
+    fails_with("flattened filters", checks.check_int8_matmul, lab_int8_matmul, product[0], product[1][:5])
+
+
+def lab_keep(model, amount, mistake=None):
+    counts = [round(g.conv1.out_channels * (1 - amount)) for g in model.layers]
+    if mistake == "floor":
+        counts = [int(g.conv1.out_channels * (1 - amount)) for g in model.layers]
+    scores = []
+    for g in model.layers:
+        w, bn = g.conv1.weight.detach(), g.norm1
+        norm = w.pow(2).sum((1, 2, 3)).sqrt() if mistake == "L2" else w.abs().sum((1, 2, 3))
+        std = (bn.running_var + bn.eps) if mistake == "var" else (bn.running_var + bn.eps).sqrt()
+        scores.append(norm if mistake == "no BN" else norm * (bn.weight / std).abs())
+    if mistake == "global":
+        top = torch.cat(scores).topk(sum(counts)).indices
+        starts = torch.tensor([0] + [len(s) for s in scores]).cumsum(0)
+        return [top[(top >= a) & (top < b)] - a for a, b in zip(starts[:-1], starts[1:])]
+    return [s.topk(k, largest=mistake != "ascending").indices for s, k in zip(scores, counts)]
+
+
+def test_channels_to_keep(capsys, distilled_student):
+    passes(capsys, checks.check_channels_to_keep, lab_keep, distilled_student, 0.5)
+    masks = lambda m, a: [torch.zeros(g.conv1.out_channels, dtype=torch.bool).index_fill(0, k, True)  # noqa: E731
+                          for g, k in zip(m.layers, lab_keep(m, a))]
+    passes(capsys, checks.check_channels_to_keep, masks, distilled_student, 0.5)
+    passes(capsys, checks.check_channels_to_keep, lambda m, a: [k.tolist()[::-1] for k in lab_keep(m, a)],
+           distilled_student, 0.5)
+    for mistake, hint in [("ascending", "least important"), ("L2", "L2 norm"), ("no BN", "BatchNorm factor is"),
+                          ("var", "divides by the variance"), ("global", "across all stages"),
+                          ("floor", "round\\(C")]:
+        fails_with(hint, checks.check_channels_to_keep, lambda m, a: lab_keep(m, a, mistake), distilled_student, 0.5)
+    fails_with("one collection", checks.check_channels_to_keep, lambda m, a: lab_keep(m, a)[:2], distilled_student, 0.5)
+    fails_with("integer channel", checks.check_channels_to_keep,
+               lambda m, a: [k.float() for k in lab_keep(m, a)], distilled_student, 0.5)
+    fails_with("0..23", checks.check_channels_to_keep, lambda m, a: [k + 100 for k in lab_keep(m, a)],
+               distilled_student, 0.5)
+    fails_with("twice", checks.check_channels_to_keep, lambda m, a: [torch.cat([k, k[:1]]) for k in lab_keep(m, a)],
+               distilled_student, 0.5)
+    fails_with("returned None", checks.check_channels_to_keep, lambda m, a: None, distilled_student, 0.5)
+    fails_with("CifarNet", checks.check_channels_to_keep, lab_keep, torch.nn.Linear(2, 2), 0.5)
+
+
+def lab_reestimate(model, images, batch_size=500, reset=True, train=True, momentum=True, grad=False, evaluate=True):
+    from labkit.loader import to_float
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            if reset:
+                m.reset_running_stats()
+            if momentum:
+                m.momentum = None
+    model.train(train)
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        for chunk in images.split(batch_size):
+            model(to_float(chunk))
+    return model.eval() if evaluate else model
+
+
+@pytest.fixture(scope="module")
+def pruned_and_images(distilled_student):
+    from labkit.compress import prune_channels
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return prune_channels(distilled_student, 0.5), images, images[:100], torch.randint(0, 10, (100,), generator=g)
+
+
+def test_bn_reestimation(capsys, pruned_and_images):
+    passes(capsys, checks.check_bn_reestimation, lab_reestimate, *pruned_and_images)
+    # without no_grad only memory is wasted; every layer in train mode is the same for this network (no dropout)
+    passes(capsys, checks.check_bn_reestimation, lambda m, x: lab_reestimate(m, x, grad=True), *pruned_and_images)
+    for kwargs, hint in [({"train": False}, "reset values"), ({"reset": False}, "barely moved"),
+                         ({"momentum": False}, "momentum"), ({"evaluate": False}, "training mode"),
+                         ({"batch_size": 100}, "differ from reestimate_batchnorm")]:
+        fails_with(hint, checks.check_bn_reestimation, lambda m, x: lab_reestimate(m, x, **kwargs), *pruned_and_images)
+    fails_with("returned None", checks.check_bn_reestimation, lambda m, x: None, *pruned_and_images)
+    fails_with("return the model", checks.check_bn_reestimation, lambda m, x: 1.0, *pruned_and_images)
+    fails_with("pruned network", checks.check_bn_reestimation, lab_reestimate, torch.nn.Linear(2, 2),
+               *pruned_and_images[1:])
+
+
+@pytest.mark.parametrize("answer", GARBAGE, ids=["None", "str", "dict", "mixed-list", "wrong-shape", "nan"])
+def test_compress_labs_garbage_is_check_failed(answer, distilled_student, pruned_and_images):
+    w = distilled_student.layers[0].conv1.weight.detach()
+    calls = [
+        lambda: checks.check_affine_quantization(answer, lab_quantize, w),
+        lambda: checks.check_affine_quantization(lab_qparams, answer, w),
+        lambda: checks.check_affine_quantization(lambda x: answer, lab_quantize, w),
+        lambda: checks.check_affine_quantization(lab_qparams, lambda *a: answer, w),
+        lambda: checks.check_channel_scales(answer, weight_errors(w), w, pt2e_weight(w)),
+        lambda: checks.check_channel_scales(lambda x: answer, weight_errors(w), w, pt2e_weight(w)),
+        lambda: checks.check_channel_scales(channel_scales, answer, w, pt2e_weight(w)),
+        lambda: checks.check_channel_scales(channel_scales, weight_errors(w), w, answer),
+        lambda: checks.check_int8_matmul(answer, *layer_product(distilled_student, 1)),
+        lambda: checks.check_int8_matmul(lambda *a: answer, *layer_product(distilled_student, 1)),
+        lambda: checks.check_channels_to_keep(answer, distilled_student, 0.5),
+        lambda: checks.check_channels_to_keep(lambda m, a: answer, distilled_student, 0.5),
+        lambda: checks.check_channels_to_keep(lambda m, a: [answer] * 3, distilled_student, 0.5),
+        lambda: checks.check_bn_reestimation(answer, *pruned_and_images),
+        lambda: checks.check_bn_reestimation(lambda m, x: answer, *pruned_and_images),
+    ]
+    for call in calls:
+        with pytest.raises(CheckFailed):
+            call()
+
+
+# 05_distill_student, section 1: the learner's epoch (check_train_epoch)
+
+
+def _epoch(train=True, teacher_train=False, first_only=False, result="mean"):
+    def train_epoch(student, teacher, batches, optimizer, T, alpha):
+        student.train(train)
+        teacher.train(teacher_train)
+        losses = []
+        for batch in batches:
+            losses.append(_step()(student, teacher, batch.images, batch.labels, optimizer, T, alpha))
+            if first_only:
+                break
+        return {"mean": sum(losses) / len(losses), "sum": sum(losses), "last": losses[-1], "none": None}[result]
+    return train_epoch
+
+
+def test_train_epoch(capsys):
+    passes(capsys, checks.check_train_epoch, _epoch())
+    fails_with("eval mode", checks.check_train_epoch, _epoch(train=False))
+    fails_with("teacher's BatchNorm", checks.check_train_epoch, _epoch(teacher_train=True))
+    fails_with("only the first batch", checks.check_train_epoch, _epoch(first_only=True))
+    fails_with("sum of the losses", checks.check_train_epoch, _epoch(result="sum"))
+    fails_with("last batch", checks.check_train_epoch, _epoch(result="last"))
+    fails_with("returned None", checks.check_train_epoch, _epoch(result="none"))
+    fails_with("raised ZeroDivisionError", checks.check_train_epoch, lambda *args: 1 / 0)
+    for garbage in GARBAGE:
+        with pytest.raises(CheckFailed):
+            checks.check_train_epoch(garbage)

@@ -74,7 +74,12 @@ def test_notebooks_found():
 def test_exercises_are_consistent(path: Path):
     nb = nbformat.read(path, as_version=4)
     cells = exercises(nb)
-    assert not any(has_solution(c) for c in nb.cells[: len(nb.cells) - len(cells)]), "solutions only in Exercises"
+    main_flow = nb.cells[: len(nb.cells) - len(cells)]
+    for committed, copy in zip(main_flow, student_notebook(nb).cells):
+        if has_solution(committed):  # a fill-in cell of "Build it": code, followed by its check outside the markers
+            assert committed.cell_type == "code" and not is_model_answer(committed), committed.source
+            called = CHECK_CALL.findall(copy.source)
+            assert len(called) == 1 and hasattr(checks, called[0]), f"one check per fill-in cell:\n{copy.source}"
     numbers = [int(a or b) for c in cells if c.cell_type == "markdown" for a, b in PROMPT.findall(c.source)]
     assert numbers == list(range(1, len(numbers) + 1)) and 2 <= len(numbers) <= 4, numbers
     prompt_at = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and PROMPT.search(c.source)]

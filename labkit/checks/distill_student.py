@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from labkit.distillation import distillation_loss
+from labkit.loader import Batch
 
 from labkit.checks._base import CheckFailed, _passed, _tensor, _compare
 
@@ -83,6 +84,74 @@ def check_distillation_step(my_step: Callable) -> None:
     raise CheckFailed("after two steps the student's weights differ from the expected ones: compute the teacher's "
                       "logits, the student's, distillation_loss(student_logits, teacher_logits, labels, T=T, "
                       "alpha=alpha), then zero_grad, backward and step")
+
+
+
+def check_train_epoch(my_train_epoch: Callable) -> None:
+    """Section 1 of 05_distill_student: one epoch, ``my_train_epoch(student, teacher, batches, optimizer, T,
+    alpha)``: the student in training mode, the learner's ``distillation_step`` on every batch of ``batches`` (labkit.loader.Batch
+    items), the mean of the steps' losses returned. Compared with a reference on a tiny model with BatchNorm."""
+    gen = torch.Generator().manual_seed(1)
+    batches = [Batch(torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen), torch.arange(8), 0)
+               for _ in range(3)]
+    T, alpha = 2.0, 0.7
+
+    def nets() -> tuple[nn.Module, nn.Module]:
+        with torch.random.fork_rng(devices=[]):  # the learner's random state is left as it was
+            torch.manual_seed(0)
+            student = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+            teacher = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+        return student.eval(), teacher.eval()  # a learner's epoch must switch the student to training itself
+
+    def reference_step(student, teacher, x, y, optimizer, T, alpha):
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        loss = distillation_loss(student(x), teacher_logits, y, T=T, alpha=alpha)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def run(epoch: Callable, train: bool = True, first_only: bool = False):
+        student, teacher = nets()
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.3)
+        if epoch is not None:
+            out = epoch(student, teacher, batches, optimizer, T, alpha)
+            return out, student.state_dict(), teacher.state_dict()
+        student.train(train)
+        losses = [reference_step(student, teacher, b.images, b.labels, optimizer, T, alpha)
+                  for b in batches[:1 if first_only else None]]
+        return losses, student.state_dict(), teacher.state_dict()
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.allclose(a[k].double(), b[k].double(), atol=1e-6) for k in a)
+
+    if not callable(my_train_epoch):
+        raise CheckFailed(f"`train_epoch` should be a function, got {type(my_train_epoch).__name__}")
+    try:
+        mean_loss, weights, teacher_state = run(my_train_epoch)
+    except Exception as err:  # any bug in the learner's code is reported, not re-raised
+        raise CheckFailed(f"`train_epoch` raised {type(err).__name__}: {err}") from err
+    losses, expected, expected_teacher = run(None)
+    if not same(teacher_state, expected_teacher):
+        raise CheckFailed("the teacher's BatchNorm statistics changed: leave the teacher in eval mode (only the "
+                          "student trains; `student.train()`, not `teacher.train()`)")
+    if not same(weights, expected):
+        if same(weights, run(None, train=False)[1]):
+            raise CheckFailed("the student trained in eval mode: call student.train() before the batches "
+                              "(BatchNorm then normalises with each batch's statistics and updates its running ones)")
+        if same(weights, run(None, first_only=True)[1]):
+            raise CheckFailed("only the first batch was used: the `return` sits inside the loop over batches")
+        raise CheckFailed("after one epoch the student's weights differ from the expected ones: for every batch call "
+                          "distillation_step(student, teacher, batch.images, batch.labels, optimizer, T, alpha)")
+    if mean_loss is None:
+        raise CheckFailed("`train_epoch` returned None: return the mean of the steps' losses")
+    hints = {"that is the sum of the losses: divide by the number of batches": sum(losses),
+             "that is the last batch's loss: return the mean over all batches": losses[-1],
+             "that is the first batch's loss: return the mean over all batches": losses[0]}
+    _compare(mean_loss, sum(losses) / len(losses), "the returned loss", hints)
+    _passed(f"one epoch of {len(batches)} batches, student in training mode, teacher untouched, mean loss "
+            f"{sum(losses) / len(losses):.4f}")
 
 
 def check_unweighted_kl(train_kl: Sequence[float], history: dict, T: float, alpha: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import softmax
@@ -109,3 +110,64 @@ def check_loss_parts(parts: Any, student_logits: torch.Tensor, teacher_logits: t
                               (1 - alpha) * ce]),
         }, rtol=1e-3)
     _passed(f"soft and hard terms at {len(alphas)} values of alpha (T = {T:g})")
+
+
+def _soft_term_grad(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    """The oracle of check_soft_grad: float64 autograd of T² · KL(softmax(t/T) ‖ softmax(s/T)), batch mean, in s."""
+    z = s.detach().double().requires_grad_()
+    with torch.enable_grad():  # the learner's function runs under no_grad; the oracle needs a graph
+        log_q = z / T - torch.logsumexp(z / T, dim=1, keepdim=True)
+        log_p = t.double() / T - torch.logsumexp(t.double() / T, dim=1, keepdim=True)
+        loss = T**2 * (log_p.exp() * (log_p - log_q)).sum() / len(z)
+        grad, = torch.autograd.grad(loss, z)
+    return grad
+
+
+def _soft_grad_mistakes(s: torch.Tensor, t: torch.Tensor, T: float) -> dict[str, torch.Tensor]:
+    """What the usual slips make of the gradient T · (q − p) / batch size, each with its hint (SciPy softmaxes)."""
+    q, p = _soft(s, T), _soft(t, T)
+    batch, classes = s.shape
+    right = T * (q - p) / batch
+    return {
+        "forgot T**2: (q - p) / T is the gradient of the KL alone; the soft term is T**2 · KL": right / T**2,
+        "T**2 * (q - p) forgets the 1/T of the chain rule (log q_j contains z_j / T): the result is T * (q - p)":
+            right * T,
+        "q - p lacks the factor T: T**2 from the loss times 1/T from the chain rule leaves T * (q - p)": right / T,
+        "the sign is flipped: the gradient is T * (q - p), the student's soft targets minus the teacher's "
+        "(were p and q, or the teacher's and the student's logits, swapped?)": -right,
+        "no batch mean: the loss averages over the images, so each image's gradient is divided by the batch size":
+            right * batch,
+        "divided by batch size x classes: the loss averages over the images only (batchmean), not over the classes":
+            right / classes,
+        "the softmaxes have no temperature: p and q are softmax(logits / T), for the teacher and the student":
+            T * (_soft(s, 1.0) - _soft(t, 1.0)) / batch,
+    }
+
+
+def check_soft_grad(my_soft_grad: Callable) -> None:
+    """Section 6 of 03_kl_divergence: the gradient of the soft term, written from the formula.
+
+    ``my_soft_grad(student_logits, teacher_logits, T)`` must return d(T² · KL(p_T ‖ q_T), batch mean)/d(student
+    logits), of the student logits' shape. It is compared with float64 autograd on logits of the check's own, at
+    two temperatures; a mismatch is compared with the usual mistakes. The function runs under ``torch.no_grad()``:
+    the exercise is the formula, not autograd.
+    """
+    g = torch.Generator().manual_seed(0)
+    s, t = 2 * torch.randn(12, 10, generator=g), 3 * torch.randn(12, 10, generator=g)
+    for T in (3.0, 2.0):  # T != 1 and 12 images: each mistake below gives a different value
+        name = f"my_soft_grad at T={T:g}"
+        try:
+            with torch.no_grad():
+                out = _call(my_soft_grad, "my_soft_grad", s.clone(), t.clone(), T)
+        except CheckFailed as failed:
+            if isinstance(failed.__cause__, RuntimeError) and "grad" in str(failed.__cause__):
+                raise CheckFailed("`my_soft_grad` seems to use autograd (backward or torch.autograd.grad): write "
+                                  "the gradient from the formula derived above") from None
+            raise
+        if (isinstance(out, torch.Tensor) and out.dim() == 0) or isinstance(out, (int, float)):
+            raise CheckFailed(f"`{name}` returned one number: return the gradient, one value per student logit "
+                              f"(shape {tuple(s.shape)}, like student_logits)")
+        low = getattr(out, "dtype", None) in (torch.float16, torch.bfloat16, np.float16)  # a correct form, rounded
+        _compare(out, _soft_term_grad(s, t, T), name, _soft_grad_mistakes(s, t, T),
+                 rtol=1e-2 if low else 1e-4, atol=1e-5 if low else 1e-6)
+    _passed("my_soft_grad equals float64 autograd of T² · KL(p_T ‖ q_T) (batch mean) at T = 3 and T = 2")
