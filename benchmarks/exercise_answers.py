@@ -39,7 +39,7 @@ SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 10
 SWEEP_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 06
 BEYOND = dict(student="student_small", epochs=pick(4, 1), batch_size=pick(512, 100), data_seed=0)
 BEYOND_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 08
-SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercise 3, at labkit.experiments.short_budget()
+SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercise 2 (key 05-e3), at labkit.experiments.short_budget()
 
 
 def without_t_squared(T: float, alpha: float) -> tuple[float, float]:
@@ -147,7 +147,8 @@ def e06_without_t2(ctx: dict) -> dict:
 
 
 def e05_online(ctx: dict) -> dict:
-    """05, exercise 3: one epoch of distill with cached teacher logits vs the online teacher."""
+    """05, exercise 2 (key 05-e3, its number before 05 gained section 1): one epoch of distill with cached teacher
+    logits vs the online teacher."""
     b = short_budget()
     out = {"T": SHORT_T, "alpha": SHORT_ALPHA}
     for name, views in (("cached", b.teacher_views), ("online", 0)):

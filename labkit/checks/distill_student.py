@@ -14,7 +14,7 @@ from labkit.checks._base import CheckFailed, _passed, _tensor, _compare
 
 
 def check_distillation_step(my_step: Callable) -> None:
-    """Exercise 1 of 05_distill_student: one training step, ``my_step(student, teacher, images, labels, optimizer,
+    """Section 1 of 05_distill_student: one training step, ``my_step(student, teacher, images, labels, optimizer,
     T, alpha)``: the teacher's logits without gradients, the student's, :func:`labkit.distillation_loss`, backward,
     an optimizer step; it returns the loss as a number. Two steps are compared with a reference on a tiny model."""
     gen = torch.Generator().manual_seed(0)
@@ -89,8 +89,9 @@ def check_distillation_step(my_step: Callable) -> None:
 
 def check_train_epoch(my_train_epoch: Callable) -> None:
     """Section 1 of 05_distill_student: one epoch, ``my_train_epoch(student, teacher, batches, optimizer, T,
-    alpha)``: the student in training mode, the learner's ``distillation_step`` on every batch of ``batches`` (labkit.loader.Batch
-    items), the mean of the steps' losses returned. Compared with a reference on a tiny model with BatchNorm."""
+    alpha)``: the student in training mode, the learner's ``distillation_step`` on every batch of ``batches``
+    (labkit.loader.Batch items), the mean of the steps' losses returned. Compared with a reference on a tiny model
+    with BatchNorm."""
     gen = torch.Generator().manual_seed(1)
     batches = [Batch(torch.randn(8, 6, generator=gen), torch.randint(0, 3, (8,), generator=gen), torch.arange(8), 0)
                for _ in range(3)]
@@ -155,7 +156,8 @@ def check_train_epoch(my_train_epoch: Callable) -> None:
 
 
 def check_unweighted_kl(train_kl: Sequence[float], history: dict, T: float, alpha: float) -> None:
-    """Exercise 3 of 05_distill_student: the unweighted KL(teacher || student) of a run, from its ``kl_part``."""
+    """Exercise 3 of 06_tuning_temperature_and_alpha: the unweighted KL(teacher || student) of a run, from its
+    ``kl_part``."""
     kl_part = torch.tensor(history["kl_part"], dtype=torch.float64)
     _compare(train_kl, kl_part / (alpha * T**2), "train_kl", {
         "you divided by alpha only: the soft term is alpha * T**2 * KL, so divide by T**2 too": kl_part / alpha,
@@ -167,7 +169,7 @@ def check_unweighted_kl(train_kl: Sequence[float], history: dict, T: float, alph
 
 
 def check_agreement_vs_accuracy(agreements: Sequence[float], accuracies: Sequence[float], runs: list[dict]) -> None:
-    """Exercise 4 of 05_distill_student: final validation agreement and accuracy of every run, in run order."""
+    """Exercise 3 of 05_distill_student: final validation agreement and accuracy of every run, in run order."""
     for name, answer, key in (("agreements", agreements, "val_agreement"), ("accuracies", accuracies, "val_acc")):
         history = torch.tensor([r["history"][key] for r in runs], dtype=torch.float64)
         _compare(answer, history[:, -1], name, {
