@@ -1023,6 +1023,7 @@ def test_train_epoch(capsys):
     fails_with("last batch", checks.check_train_epoch, _epoch(result="last"))
     fails_with("returned None", checks.check_train_epoch, _epoch(result="none"))
     fails_with("raised ZeroDivisionError", checks.check_train_epoch, lambda *args: 1 / 0)
+    fails_with("trained nothing", checks.check_train_epoch, lambda *args: None)
     for garbage in GARBAGE:
         with pytest.raises(CheckFailed):
             checks.check_train_epoch(garbage)

@@ -134,6 +134,9 @@ def check_train_epoch(my_train_epoch: Callable) -> None:
     except Exception as err:  # any bug in the learner's code is reported, not re-raised
         raise CheckFailed(f"`train_epoch` raised {type(err).__name__}: {err}") from err
     losses, expected, expected_teacher = run(None)
+    if mean_loss is None and same(weights, nets()[0].state_dict()):
+        raise CheckFailed("`train_epoch` returned None and trained nothing: write its body (student.train(), your "
+                          "distillation_step on every batch) and return the mean of the steps' losses")
     if not same(teacher_state, expected_teacher):
         raise CheckFailed("the teacher's BatchNorm statistics changed: leave the teacher in eval mode (only the "
                           "student trains; `student.train()`, not `teacher.train()`)")
