@@ -237,7 +237,7 @@ class CompiledModel(InferenceModel):
         return self.compiled._orig_mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = as_model_input(x).contiguous(memory_format=torch.channels_last)
+        x = as_model_input(x, check_range=False).contiguous(memory_format=torch.channels_last)
         signature = (tuple(x.shape), x.dtype, x.device)
         with torch.inference_mode():
             if signature in self._compiled_for:
@@ -264,7 +264,7 @@ class QuantizedModel(InferenceModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.graph(as_model_input(x).contiguous(memory_format=torch.channels_last))
+            return self.graph(as_model_input(x, check_range=False).contiguous(memory_format=torch.channels_last))
 
 
 def _exported(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -436,7 +436,7 @@ class QatModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(as_model_input(x))
+        return self.graph(as_model_input(x, check_range=False))
 
 
 def prepare_qat(model: nn.Module, example_images: torch.Tensor, weight_bits: int = 8) -> QatModel:
@@ -552,7 +552,7 @@ class OnnxModel(InferenceModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ONNX Runtime reads plain (N, C, H, W) arrays: a channels_last batch is copied to that layout first
-        images = as_model_input(x.detach().cpu()).float().contiguous()
+        images = as_model_input(x.detach().cpu(), check_range=False).float().contiguous()
         (logits,) = self.session.run(None, {self.input_name: images.numpy()})
         return torch.from_numpy(logits)
 

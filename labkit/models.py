@@ -23,14 +23,16 @@ class InputRangeWarning(UserWarning):
     """Float images far outside [0, 1] reached a model: most likely 0..255 values or images normalised twice."""
 
 
-def as_model_input(images: torch.Tensor) -> torch.Tensor:
+def as_model_input(images: torch.Tensor, check_range: bool = True) -> torch.Tensor:
     """``images`` as every labkit model reads them (introduced in 00_start_here, where a plain loop feeds batches
     straight from ``load_cifar10()`` to the models): uint8 (0..255) becomes float in [0, 1], as the data loader does;
-    float images are taken as they are, with an :class:`InputRangeWarning` when they lie far outside [0, 1],
-    where every model predicts near chance. The range is not checked while a graph is traced or compiled."""
+    float images are taken as they are, with an :class:`InputRangeWarning` when ``check_range`` and they lie far
+    outside [0, 1], where every model predicts near chance. The range check costs a reduction and a device sync, so
+    models make it in eval mode only (every accuracy goes through it) and never in the training step or in the
+    deployed models that the speed benchmarks time; nor while a graph is traced or compiled."""
     if images.dtype == torch.uint8:
         return to_float(images)
-    if images.numel() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+    if check_range and images.numel() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
         low, high = torch.aminmax(images.detach())
         if low < -1 or high > 2:
             warnings.warn(f"images range from {low.item():.3g} to {high.item():.3g}, but labkit's models expect "
@@ -41,7 +43,7 @@ def as_model_input(images: torch.Tensor) -> torch.Tensor:
 
 class Normalize(nn.Module):
     """Subtract the CIFAR-10 channel means and divide by the standard deviations (fixed buffers), after
-    :func:`as_model_input` (uint8 images become floats in [0, 1])."""
+    :func:`as_model_input` (uint8 images become floats in [0, 1]; the range is checked in eval mode)."""
 
     def __init__(self, mean=CIFAR10_MEAN, std=CIFAR10_STD):
         super().__init__()
@@ -49,7 +51,7 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (as_model_input(x) - self.mean) / self.std
+        return (as_model_input(x, check_range=not self.training) - self.mean) / self.std
 
 
 class BatchNorm(nn.BatchNorm2d):

@@ -145,3 +145,10 @@ def test_float_images_in_0_1_pass_without_a_warning():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error", models.InputRangeWarning)
         model(torch.rand(2, 3, 32, 32))
+
+
+def test_the_training_step_does_not_pay_for_the_range_check():
+    model = models.create("student_small").train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", models.InputRangeWarning)
+        model(torch.randint(0, 256, (2, 3, 32, 32)).float())
