@@ -412,7 +412,7 @@ def _qat_markdown(q: dict) -> list[str]:
              f"({s['distillation']['T']:g}, {s['distillation']['alpha']:g}). Float student: {100 * q['float']:.2f}%.",
              "", "| student | test acc % (per seed) |", "|---|---|"]
     lines += [f"| {arm} | " + ", ".join(f"{100 * v:.2f}" for v in a["test_acc"]) + " |" for arm, a in q["arms"].items()]
-    lines += ["", "| paired difference | mean, 95% interval |", "|---|---|"]
+    lines += ["", "| paired difference | mean, interval (Holm-corrected) |", "|---|---|"]
     lines += [f"| {pair} | {describe_gain(gain)} |" for pair, gain in q["gains"].items()]
     return lines
 
@@ -427,7 +427,7 @@ def _limited_markdown(r: dict) -> list[str]:
     lines += [f"| {name} | {a['training_set']} | {'yes' if a['pretrained'] else 'no'} | "
               f"{100 * a['test_acc']['mean']:.2f} ± {100 * a['test_acc']['std']:.2f} |"
               for name, a in r["arms"].items()]
-    lines += ["", "| paired difference | mean, 95% interval |", "|---|---|"]
+    lines += ["", "| paired difference | mean, interval (Holm-corrected) |", "|---|---|"]
     lines += [f"| {pair} | {describe_gain(gain)} |" for pair, gain in r["gains"].items()]
     return lines + ["", r["verdict"]]
 

@@ -15,10 +15,11 @@ images (5,000 held out for validation), the teacher's logits cached for 4 augmen
 
 Every seed varies the initial weights, the batch order and the augmented views (only the teacher and the split are
 fixed); the choices use the first seed and validation; the test set is used once, for the final-epoch models.
-Paired differences come with 95% t-intervals. Finished runs (weights and record) are kept in
-benchmarks/kept/kd_headline/, which is committed: the whole experiment takes about 3.8 hours on 2 CPU cores, more
-than one working session, and an interrupted run, on this machine or a fresh clone, continues where it stopped
-(quick mode keeps its runs in runs/, uncommitted). Writes benchmarks/results/kd_headline.json and
+Paired differences come with t-intervals: the primary comparison (distilled - labels only, named before the runs)
+at 95%, the three that explain it Holm-corrected (:func:`labkit.stats.paired_gains`). Finished runs (weights and
+record) are kept in benchmarks/kept/kd_headline/, which is committed: the whole experiment takes about 3.8 hours
+on 2 CPU cores, more than one working session, and an interrupted run, on this machine or a fresh clone, continues
+where it stopped (quick mode keeps its runs in runs/, uncommitted). Writes benchmarks/results/kd_headline.json and
 .md (``_quick`` in quick mode). Measured on the JPEG copy of CIFAR-10 that load_cifar10 finds.
 """
 
@@ -49,7 +50,7 @@ def markdown(results: dict) -> str:
                      + ", ".join(f"{100 * v:.2f}" for v in t["values"])
                      + f" | {100 * arm['val_acc']['mean']:.2f} | {100 * arm['test_agreement']['mean']:.2f} | "
                        f"{arm['test_ece']['mean']:.4f} |")
-    lines += ["", "| paired difference (test accuracy) | mean, 95% interval |", "|---|---|"]
+    lines += ["", "| paired difference (test accuracy) | mean, interval (the primary at 95%, the others Holm-corrected) |", "|---|---|"]
     lines += [f"| {pair} | {describe_gain(gain)} |" for pair, gain in results["gains"].items()]
     lines += ["", "| chosen on validation (first seed) | candidate | val acc % |", "|---|---|---|"]
     for arm, tried in results["candidates"].items():

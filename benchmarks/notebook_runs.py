@@ -223,6 +223,8 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
     seconds = time.perf_counter() - started
     if completed and (inplace or executed):
         drop_progress_bars(notebook)
+        if not inplace:
+            executed.mkdir(parents=True, exist_ok=True)
         nbformat.write(notebook, path if inplace else executed / path.name)
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,

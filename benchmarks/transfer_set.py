@@ -19,7 +19,7 @@ Equal budget: every run sees ``epochs`` x 45,000 augmented images in batches of 
 labelled-only arms repeat their images to fill an epoch), on 4 cached augmented views. (T, alpha) for (b) and (c),
 and the label smoothing of (a) and (d), are chosen on validation with the first seed; every seed then varies the
 initial weights and the batch order; the test set is used once, for the final models. Paired differences come with
-95% t-intervals (:func:`labkit.stats.paired_gains`).
+t-intervals, Holm-corrected within each fraction (:func:`labkit.stats.paired_gains`).
 
 Finished runs are kept in runs/transfer_set/ (hash-named), so an interrupted run continues where it stopped, and
 each fraction can be run on its own (``--fractions 0.02``): results merge into benchmarks/results/transfer_set.json
@@ -76,7 +76,7 @@ def markdown(payload: dict) -> str:
             setting = f"eps {c['alpha']:g}" if name in ("labels only", "pseudo-labels") else f"T {c['T']:g}, alpha {c['alpha']:g}"
             cells.append(f"{100 * t['mean']:.2f} ± {100 * t['std']:.2f} ({setting})")
         lines.append(f"| {float(fraction):.0%} ({r['labelled_images']:,} images) | " + " | ".join(cells) + " |")
-    lines += ["", "| labels | paired difference (test accuracy) | mean, 95% interval |", "|---|---|---|"]
+    lines += ["", "| labels | paired difference (test accuracy) | mean, interval (Holm-corrected) |", "|---|---|---|"]
     for fraction, r in sorted(payload["fractions"].items(), key=lambda kv: float(kv[0])):
         for pair, gain in r["gains"].items():
             lines.append(f"| {float(fraction):.0%} | {pair} | {describe_gain(gain)} |")

@@ -2,7 +2,7 @@
 
 from labkit.distillation import (DistillationLoss, distillation_loss, distillation_loss_parts, entropy,
                                  kl_at_temperature, kl_divergence, soft_targets)
-from labkit.settings import device, pick, quick_mode
+from labkit.settings import device, pick, quick_mode, quick_note
 
 __all__ = [
     "DistillationLoss",
@@ -14,6 +14,7 @@ __all__ = [
     "kl_divergence",
     "pick",
     "quick_mode",
+    "quick_note",
     "soft_targets",
 ]
 __version__ = "0.1.0"

@@ -53,6 +53,8 @@ class ClassAverageTargets:
         mean = torch.zeros(num_classes, num_classes, dtype=torch.float64).index_add_(0, labels, probs) / counts[:, None]
         return cls((T * mean.log()).float(), T)
 
+    reads_teacher = False  # each image's targets come from its class's row of the table, never from its own logits
+
     def __call__(self, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if (labels == UNLABELLED).any():
             raise TransferSetError("the class-average teacher needs a label for every image it sees")

@@ -28,6 +28,15 @@ def pick(full: T_, quick: T_) -> T_:
     return quick if quick_mode() else full
 
 
+def quick_note() -> None:
+    """Under a training cell's numbers, in quick mode only: a sentence saying they cannot show the lesson
+    (introduced in 05_distill_student). Quick mode exists for the test suite; its students see a few hundred
+    images and sit near chance."""
+    if quick_mode():
+        print("Quick mode: a few hundred images and a short schedule, for the test suite. These numbers show that "
+              "the code runs, not what it learns; the notebook's committed outputs are a full run.")
+
+
 def cache_dir() -> Path:
     """labkit's cache folder: ``$LABKIT_CACHE``, else ``$XDG_CACHE_HOME/labkit``, else ``~/.cache/labkit``."""
     if os.environ.get(CACHE_ENV):

@@ -1,10 +1,13 @@
-"""Summaries of results over seeds (introduced in 05_distill_student)."""
+"""Summaries of results over seeds, paired differences and the verdicts they allow (introduced in
+05_distill_student)."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from typing import Sequence
+
+ALPHA = 0.05  # one false claim in twenty, for a whole family of comparisons
 
 
 def summarize(values: Sequence[float]) -> dict:
@@ -18,7 +21,8 @@ def summarize(values: Sequence[float]) -> dict:
 
 
 def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
-    """The paired difference ``a - b`` (one pair per seed): mean, Student-t interval and whether it excludes 0.
+    """The paired difference ``a - b`` (one pair per seed): mean, Student-t interval, two-sided p-value and whether
+    the interval excludes 0.
 
     Introduced in 05_distill_student. Pairs share everything but the compared choice (same seed: same initial
     weights and batches), so their differences cancel most of the seed-to-seed spread. ``shown`` is False when the
@@ -32,27 +36,80 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     diffs = [float(x) - float(y) for x, y in zip(a, b)]
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-    half = stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    se = sd / math.sqrt(len(diffs))
+    half = stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * se
     low, high = mean - half, mean + half
-    return {"mean": mean, "low": low, "high": high, "confidence": confidence, "n": len(diffs), "differences": diffs,
-            "shown": bool(low > 0 or high < 0)}
+    p = 2 * stats.t.sf(abs(mean) / se, len(diffs) - 1) if se > 0 else float(mean == 0)
+    return {"mean": mean, "low": float(low), "high": float(high), "confidence": confidence, "p": float(p), "n": len(diffs),
+            "differences": diffs, "shown": bool(low > 0 or high < 0)}
+
+
+def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[dict]:
+    """Holm's step-down correction (Holm 1979), introduced in 05_distill_student: the smallest p-value is tested
+    at ``alpha / m``, the next at ``alpha / (m - 1)``, ..., and testing stops at the first that fails. For each
+    p-value (in the given order): the ``level`` it is tested at and whether it is ``rejected`` (the difference shown).
+    The chance of any false claim in the family stays at most ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    out: list[dict] = [{}] * len(p_values)
+    going = True
+    for rank, i in enumerate(order):
+        level = alpha / (len(p_values) - rank)
+        going = going and p_values[i] < level
+        out[i] = {"level": level, "rejected": going}
+    return out
 
 
 def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, str]],
-                 confidence: float = 0.95) -> dict[str, dict]:
+                 primary: tuple[str, str] | None = None, alpha: float = ALPHA) -> dict[str, dict]:
     """``"a - b"`` for each ``(a, b)`` in ``pairs``: the paired difference of the arms' values per seed (in the same
-    seed order), with its interval (:func:`paired_interval`).
+    seed order), with its interval (:func:`paired_interval`), corrected for the other comparisons on the same seeds.
 
-    The one reporting rule of the course's experiments (05_distill_student): a gain is claimed only where its
-    interval excludes 0 (``shown``); otherwise it is "not shown", whatever its mean.
+    The one reporting rule of the course's experiments (05_distill_student): a gain is claimed only where it is
+    ``shown``; otherwise it is "not shown", whatever its mean. Several comparisons of one experiment share its seeds,
+    so they are Holm-corrected (:func:`holm`): each interval is at the confidence its test used (``1 - level``).
+    ``primary`` names the one comparison fixed before the runs: it is tested alone at ``1 - alpha``, and the others
+    (Holm-corrected among themselves) are claimed only if it is shown.
     """
     missing = sorted({name for pair in pairs for name in pair} - set(arms))
     if missing:
         raise ValueError(f"no arm named {missing}; the arms are {list(arms)}")
-    return {f"{a} - {b}": paired_interval(arms[a], arms[b], confidence) for a, b in pairs}
+    if primary is not None and tuple(primary) not in [tuple(p) for p in pairs]:
+        raise ValueError(f"the primary comparison {primary} is not among the pairs {list(pairs)}")
+    pairs = [tuple(p) for p in pairs]
+    family = [p for p in pairs if p != primary]
+    raw = {p: paired_interval(arms[p[0]], arms[p[1]]) for p in pairs}
+    tests = dict(zip(family, holm([raw[p]["p"] for p in family], alpha)))
+    gate = True
+    if primary is not None:
+        tests[primary] = {"level": alpha, "rejected": raw[primary]["p"] < alpha}
+        gate = tests[primary]["rejected"]
+    out = {}
+    for a, b in pairs:
+        test = tests[(a, b)]
+        gain = paired_interval(arms[a], arms[b], 1 - test["level"])
+        correction = "primary" if (a, b) == primary else ("holm" if len(family) > 1 else "none")
+        out[f"{a} - {b}"] = {**gain, "shown": bool(test["rejected"] and (gate or (a, b) == primary)),
+                             "correction": correction, "comparisons": len(family), "family_alpha": alpha}
+    return out
 
 
 def describe_gain(gain: dict, unit: float = 100.0, suffix: str = " points") -> str:
-    """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``)."""
-    return (f"{unit * gain['mean']:+.2f}{suffix}, {gain['confidence']:.0%} interval [{unit * gain['low']:+.2f}, "
+    """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``), with
+    the correction it was tested under (:func:`paired_gains`)."""
+    level = f"{100 * gain['confidence']:.2f}".rstrip("0").rstrip(".")
+    correction = {"holm": f" (Holm, {gain.get('comparisons')} comparisons)",
+                  "primary": " (the primary comparison)"}.get(gain.get("correction", "none"), "")
+    text = (f"{unit * gain['mean']:+.2f}{suffix}, {level}% interval{correction} [{unit * gain['low']:+.2f}, "
             f"{unit * gain['high']:+.2f}]: {'shown' if gain['shown'] else 'not shown'}")
+    if not gain["shown"] and (gain["low"] > 0 or gain["high"] < 0):
+        text += " (the correction stops at an earlier comparison that is not shown)"
+    return text
+
+
+def verdict(gain: dict, claim: str, otherwise: str) -> str:
+    """The sentence a paired difference allows (introduced in 05_distill_student): ``claim`` when the gain is shown
+    and positive, ``otherwise`` (the claim's "not shown" form) when not; either way followed by the numbers."""
+    if gain["shown"] and gain["mean"] > 0:
+        return f"{claim} ({describe_gain(gain)})."
+    against = "; the difference is shown the other way" if gain["shown"] else ""
+    return f"{otherwise}{against} ({describe_gain(gain)})."

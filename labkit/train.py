@@ -356,7 +356,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
             on_step: Callable[[int], None] | None = None, mix: Mixer | None = None,
             extra_loss: Callable[[Batch], torch.Tensor] | None = None, views_seed: int | None = None,
             targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-            callbacks: Sequence[Callable[[dict], None]] = (), **overrides) -> History:
+            kl_T: float | None = None, callbacks: Sequence[Callable[[dict], None]] = (), **overrides) -> History:
     """Train ``student`` with :func:`labkit.distillation_loss` against a frozen ``teacher`` (05_distill_student).
 
     With ``teacher_views=K > 0`` the teacher's logits are computed once for K fixed augmented views of the
@@ -365,8 +365,9 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     run's ``seed``); fixing it lets runs with different seeds (batch orders) share the cached logits.
     ``teacher_views=0`` is online distillation: teacher
     and student see the same freshly augmented batch. The history adds the soft (KL) and hard (CE) parts,
-    and the teacher-student agreement and KL at temperature T on the evaluation split (``val_*`` when ``data``
-    holds a validation split, else ``test_*``). ``out``, ``resume`` and ``callbacks`` are :func:`train`'s;
+    and the teacher-student agreement and KL at temperature ``kl_T`` (default ``T``) on the evaluation split
+    (``val_*`` when ``data`` holds a validation split, else ``test_*``): runs at different ``T`` compare their
+    distances to the teacher only at one ``kl_T``. ``out``, ``resume`` and ``callbacks`` are :func:`train`'s;
     :mod:`labkit.tracking` has loggers for TensorBoard and Weights & Biases.
 
     Two hooks serve 08_beyond_logits. ``mix(images, generator)`` replaces every online batch by a mixed one
@@ -384,6 +385,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
     Accelerate, so it stays frozen and outside the gradient averaging, and each process runs it on its own slice.
     """
     T, alpha = check_temperature(T), check_alpha(alpha)
+    kl_T = T if kl_T is None else check_temperature(kl_T)
     if mix is not None and (teacher_views > 0 or alpha < 1):
         raise ValueError("mixed batches need the online teacher (teacher_views=0) and alpha=1: the labels do not "
                          f"describe mixed images (got teacher_views={teacher_views}, alpha={alpha})")
@@ -447,12 +449,12 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         logits = predict_logits(m, eval_images, tta=config.eval_tta, channels_last=config.channels_last,
                                 precision=parallel.precision(m))  # the run's own; History records which
         return {f"{split}_acc": accuracy(logits, eval_labels), f"{split}_agreement": agreement(logits, eval_teacher),
-                f"{split}_kl": kl_at_temperature(logits, eval_teacher, T).item()}
+                f"{split}_kl": kl_at_temperature(logits, eval_teacher, kl_T).item()}
 
     run = {"kind": "distill", **_plain(config), "T": T, "alpha": alpha, "teacher_views": teacher_views,
            "views_seed": views_seed, "teacher": fingerprint(frozen)[:16],
            "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None,
-           "targets": getattr(targets, "__name__", None)}
+           "targets": getattr(targets, "__name__", None), **({"kl_T": kl_T} if kl_T != T else {})}
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc=f"distill T={T:g} alpha={alpha:g}", on_step=on_step, parallel=parallel,
                 callbacks=callbacks, chance_check=mix is None)

@@ -88,10 +88,13 @@ def test_uniform_targets_ignore_the_teacher_but_not_its_evaluation(small, tmp_pa
 
 
 @pytest.mark.parametrize("views", [2, 0], ids=["cached-views", "online"])
-@pytest.mark.parametrize("alpha, targets", [(0.5, uniform_targets), (0.0, None)], ids=["uniform", "alpha-0"])
+@pytest.mark.parametrize("alpha, targets", [(0.5, uniform_targets), (0.0, None),
+                                            (0.5, ClassAverageTargets(torch.linspace(-1, 1, 100).view(10, 10), 2.0))],
+                         ids=["uniform", "alpha-0", "class-average"])
 def test_a_run_that_never_reads_the_teacher_does_not_run_it_on_the_training_images(small, tmp_path, monkeypatch,
                                                                                   views, alpha, targets):
-    """Labels-only arms (uniform targets, alpha = 0) train exactly as before, without the teacher's passes over the
+    """Arms whose loss never reads the teacher's logits of a training image (uniform or class-average targets,
+    alpha = 0) train exactly as before, without the teacher's passes over the
     training views, which their loss never reads; validation agreement still measures the real teacher."""
     from labkit import train as engine
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))

@@ -9,6 +9,8 @@ from labkit import device, models
 from labkit.data import CifarData, ImageSubset
 from labkit.distributed import SingleProcess
 from labkit.models import init_whitening
+from labkit.distillation import kl_at_temperature
+from labkit.evaluate import predict_logits
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
 from labkit.train import (ChanceLevelWarning, NoTrainingStepsError, NonFiniteLossError, NonFiniteWeightsError,
                           ResumeError, TrainConfig, distill, lr_schedule, train)
@@ -306,6 +308,16 @@ def test_the_evaluation_split_is_named_in_every_column(small_cifar, trained_smal
     history = distill(models.create("student_small"), trained_small[0], tune, epochs=1, teacher_views=1, **FAST)
     assert {"val_acc", "val_agreement", "val_kl"} <= set(history.columns)
     assert not any(c.startswith("test_") for c in history.columns)
+
+
+def test_the_tracked_kl_is_at_kl_T_so_runs_at_different_T_compare(small_cifar, trained_small, private_cache):
+    teacher = trained_small[0]
+    student = models.create("student_small")
+    history = distill(student, teacher, small_cifar, T=1.0, alpha=0.5, epochs=1, teacher_views=1, kl_T=4.0, **FAST)
+    logits = predict_logits(student, small_cifar.test_images)
+    teacher_logits = predict_logits(teacher, small_cifar.test_images)
+    at_4, at_1 = (kl_at_temperature(logits, teacher_logits, T).item() for T in (4.0, 1.0))
+    assert history.last["test_kl"] == pytest.approx(at_4, rel=0.05) and abs(at_4 - at_1) > 0.05 * at_4
 
 
 @pytest.mark.parametrize("epoch_lines", [True, False])
