@@ -58,10 +58,13 @@ def choose_bias(logits: torch.Tensor, labels: torch.Tensor, omitted: int,
 
 def omitted_scores(logits: torch.Tensor, labels: torch.Tensor, omitted: int, bias: float) -> dict:
     """Accuracy overall and on the images of class ``omitted``, before and after adding ``bias`` to its logit,
-    and where those images go (their row of the confusion matrix, before and after)."""
+    where those images go (their row of the confusion matrix, before and after), and the precision of the class
+    after the bias: the share of the images predicted as ``omitted`` that are (0 when none is)."""
     fixed = with_bias(logits, omitted, bias)
     is_omitted = labels == omitted
+    called = fixed.argmax(1) == omitted
     return {"acc": accuracy(logits, labels), "acc_biased": accuracy(fixed, labels),
+            "omitted_precision_biased": (called & is_omitted).sum().item() / max(called.sum().item(), 1),
             "omitted_acc": accuracy(logits[is_omitted], labels[is_omitted]),
             "omitted_acc_biased": accuracy(fixed[is_omitted], labels[is_omitted]),
             "omitted_row": confusion_matrix(logits, labels)[omitted].tolist(),

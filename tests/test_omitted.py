@@ -9,7 +9,8 @@ import torch
 
 from labkit import models
 from labkit.data import CifarData
-from labkit.omitted import choose_bias, choose_omitted_setting, omitted_class_experiment, with_bias, without_class
+from labkit.omitted import (choose_bias, choose_omitted_setting, omitted_class_experiment, omitted_scores, with_bias,
+                            without_class)
 
 
 def test_without_class_removes_every_training_image_of_it():
@@ -32,6 +33,14 @@ def test_bias_is_chosen_to_recover_a_suppressed_class():
     assert 2.0 < bias < 3.0  # the smallest bias that fixes class 2 without hurting the others (they lead by 3)
     assert (with_bias(logits, 2, bias).argmax(1) == labels).all()
     assert torch.equal(with_bias(logits, 2, 0.0), logits)
+
+
+def test_precision_counts_the_images_called_the_omitted_class_that_are_of_it():
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    logits = torch.tensor([[0.0, 0, 0.5], [0, 0, 0.4], [0, 2, 0.3], [0, 2, 1.5], [0, 0, 2]])
+    scores = omitted_scores(logits, labels, omitted=2, bias=0.2)  # rows 0, 1, 4 become class 2; row 4 is a 2
+    assert scores["omitted_precision_biased"] == pytest.approx(1 / 3)
+    assert omitted_scores(logits, labels, omitted=2, bias=-5.0)["omitted_precision_biased"] == 0.0
 
 
 def test_omitted_class_experiment_on_a_tiny_subset(local_cifar, tmp_path, monkeypatch):
