@@ -4,7 +4,8 @@
 Pruning
 
 * :func:`prune_unstructured` zeroes the smallest weights (``torch.nn.utils.prune``): the file compresses, but dense
-  CPU kernels multiply zeros as fast as any other number, so it does not run faster.
+  CPU kernels multiply zeros as fast as any other number, so it does not run faster; :func:`to_sparse` stores and
+  multiplies only the non-zero weights (CSR sparse kernels) to measure what the zeros are worth.
 * :func:`prune_channels` removes whole channels inside each stage and returns a physically narrower network:
   fewer FLOPs, so it does run faster. :func:`reestimate_batchnorm` then gives its BatchNorm layers the statistics
   of what they now see, and :func:`sensitivity_scan` measures how much each stage can lose.
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
@@ -72,6 +74,63 @@ def prune_unstructured(model: nn.Module, amount: float) -> nn.Module:
     for module, name in params:
         prune.remove(module, name)  # make the zeros permanent: a plain weight tensor again
     return pruned
+
+
+class SparseConv2d(nn.Module):
+    """A convolution (groups 1, stride 1, dilation 1) whose weight is a CSR sparse matrix, applied as im2col
+    (``F.unfold``) followed by a sparse-dense matrix product: only the non-zero weights are stored and multiplied.
+    Inference only (see :func:`to_sparse`)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.groups != 1 or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise ValueError("SparseConv2d takes a plain convolution (groups 1, stride 1, dilation 1, zero padding)")
+        k = conv.kernel_size
+        if conv.padding == "same" and (k[0] % 2 == 0 or k[1] % 2 == 0):
+            raise ValueError(f"SparseConv2d takes 'same' padding only with odd kernels, got {k}")
+        self.kernel_size, self.out_channels = k, conv.out_channels
+        self.padding = {"same": (k[0] // 2, k[1] // 2), "valid": (0, 0)}.get(conv.padding, conv.padding)
+        self.register_buffer("weight", conv.weight.detach().reshape(conv.out_channels, -1).to_sparse_csr())
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        cols = F.unfold(x, self.kernel_size, padding=self.padding)  # n x (c_in k k) x pixels
+        pixels = cols.shape[-1]
+        out = self.weight @ cols.transpose(0, 1).reshape(cols.shape[1], n * pixels)
+        out = out.reshape(self.out_channels, n, pixels).transpose(0, 1)
+        if self.bias is not None:
+            out = out + self.bias[:, None]
+        h_out = h + 2 * self.padding[0] - self.kernel_size[0] + 1
+        return out.reshape(n, self.out_channels, h_out, pixels // h_out)
+
+
+class SparseLinear(nn.Module):
+    """A linear layer whose weight is a CSR sparse matrix (inference only, see :func:`to_sparse`)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = (self.weight @ x.T).T
+        return out if self.bias is None else out + self.bias
+
+
+def to_sparse(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` (e.g. after :func:`prune_unstructured`) in which every prunable convolution
+    and linear layer stores and multiplies only its non-zero weights (CSR, PyTorch's sparse CPU kernels):
+    the honest test of whether zeros become speed on this CPU (introduced in 09_compress_and_deploy). It predicts
+    what ``model`` predicts; it cannot be trained."""
+    sparse = copy.deepcopy(model).eval()
+    targets = [name for name, m in sparse.named_modules() if any(m is p for p, _ in prunable_weights(sparse))]
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = sparse.get_submodule(parent_name) if parent_name else sparse
+        layer = getattr(parent, child)
+        setattr(parent, child, SparseLinear(layer) if isinstance(layer, nn.Linear) else SparseConv2d(layer))
+    return sparse.requires_grad_(False)
 
 
 def _keep_channels(group: ConvGroup, amount: float) -> torch.Tensor:

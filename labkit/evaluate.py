@@ -125,3 +125,23 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
 def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
     """Fraction of images on which student and teacher predict the same class."""
     return (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item()
+
+
+def mistake_agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      labels: torch.Tensor) -> dict[str, float | int]:
+    """How the student does on the images the teacher gets wrong (introduced in 09_compress_and_deploy, where it
+    tests whether distillation copies the teacher's errors): ``teacher_wrong`` (how many images),
+    ``same_mistake`` (share where the student predicts the teacher's wrong class), ``student_right`` (share it gets
+    right) and ``other_mistake`` (share it gets wrong another way); the three shares add up to 1."""
+    if not len(student_logits) == len(teacher_logits) == len(labels):
+        raise ValueError(f"one row per image: got {len(student_logits)} student, {len(teacher_logits)} teacher "
+                         f"rows and {len(labels)} labels")
+    student, teacher = student_logits.argmax(1), teacher_logits.argmax(1)
+    wrong = teacher != labels
+    count = int(wrong.sum())
+    if count == 0:
+        return {"teacher_wrong": 0, "same_mistake": float("nan"), "student_right": float("nan"),
+                "other_mistake": float("nan")}
+    same = float((student[wrong] == teacher[wrong]).float().mean())
+    right = float((student[wrong] == labels[wrong]).float().mean())
+    return {"teacher_wrong": count, "same_mistake": same, "student_right": right, "other_mistake": 1 - same - right}

@@ -327,3 +327,29 @@ def test_quantized_weight_reads_the_int8_weight_and_scales_of_one_layer(distille
         quantized_weight(int8_student, "layers.0.norm1")
     with pytest.raises(ValueError, match="converted PT2E model"):
         quantized_weight(distilled, "head")
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.9])
+def test_the_sparse_copy_predicts_what_the_pruned_model_predicts(student, amount):
+    from labkit.compress import SparseConv2d, to_sparse
+    pruned = prune_unstructured(student, amount).eval()
+    sparse = to_sparse(pruned)
+    x = torch.rand(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(sparse(x), pruned(x), atol=1e-4)
+    conv = sparse.layers[2].conv2
+    assert isinstance(conv, SparseConv2d)
+    kept = conv.weight.values().numel() / (conv.weight.shape[0] * conv.weight.shape[1])
+    assert kept == pytest.approx(1 - sparsity(pruned), abs=0.15)  # global pruning: layers differ around the mean
+    assert isinstance(pruned.layers[2].conv2, torch.nn.Conv2d)  # the pruned model is left alone
+
+
+def test_sparse_convolution_takes_integer_and_valid_padding():
+    from labkit.compress import SparseConv2d
+    for padding in (0, 2, "valid"):
+        conv = torch.nn.Conv2d(4, 5, 3, padding=padding, bias=True)
+        x = torch.randn(2, 4, 9, 7)
+        with torch.no_grad():
+            assert torch.allclose(SparseConv2d(conv)(x), conv(x), atol=1e-5)
+    with pytest.raises(ValueError, match="stride 1"):
+        SparseConv2d(torch.nn.Conv2d(4, 5, 3, stride=2))

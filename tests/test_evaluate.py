@@ -44,3 +44,20 @@ def test_a_flip_averaged_model_predicts_like_flip_tta_and_is_cached_apart(tmp_pa
     plain = teacher_logits_for_views(FrozenTeacher(model), [images], progress=False)
     flipped = teacher_logits_for_views(FrozenTeacher(averaged), [images], progress=False)
     assert not torch.allclose(plain, flipped)
+
+
+def test_mistake_agreement_on_a_hand_made_example():
+    from labkit.evaluate import mistake_agreement
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    # the teacher is wrong on images 1, 2 and 3 (predicts 0, 0, 2)
+    teacher = torch.nn.functional.one_hot(torch.tensor([0, 0, 0, 2, 1]), 3).float()
+    student = torch.nn.functional.one_hot(torch.tensor([1, 0, 2, 1, 1]), 3).float()
+    result = mistake_agreement(student, teacher, labels)
+    # image 1: same mistake (0); image 2: student right (2); image 3: another mistake (1 instead of 2)
+    assert result["teacher_wrong"] == 3
+    assert result["same_mistake"] == pytest.approx(1 / 3)
+    assert result["student_right"] == pytest.approx(1 / 3)
+    assert result["other_mistake"] == pytest.approx(1 / 3)
+    assert mistake_agreement(teacher, teacher, labels)["same_mistake"] == 1.0
+    with pytest.raises(ValueError, match="one row per image"):
+        mistake_agreement(student[:4], teacher, labels)
