@@ -39,7 +39,7 @@ SWEEP = dict(student="student_small", epochs=pick(3, 1), batch_size=pick(512, 10
 SWEEP_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 06
 BEYOND = dict(student="student_small", epochs=pick(4, 1), batch_size=pick(512, 100), data_seed=0)
 BEYOND_SPLIT = dict(train_per_class=pick(None, 60), val_per_class=pick(500, 10))  # notebook 08
-SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercise 2 (key 05-e3), at labkit.experiments.short_budget()
+SHORT_T, SHORT_ALPHA = 1.0, 0.5  # notebook 05's exercise 2 (key 05-e2), at labkit.experiments.short_budget()
 
 
 def without_t_squared(T: float, alpha: float) -> tuple[float, float]:
@@ -147,7 +147,7 @@ def e06_without_t2(ctx: dict) -> dict:
 
 
 def e05_online(ctx: dict) -> dict:
-    """05, exercise 2 (key 05-e3, its number before 05 gained section 1): one epoch of distill with cached teacher
+    """05, exercise 2 (key 05-e2): one epoch of distill with cached teacher
     logits vs the online teacher."""
     b = short_budget()
     out = {"T": SHORT_T, "alpha": SHORT_ALPHA}
@@ -208,7 +208,7 @@ def e08_inconsistent(ctx: dict) -> dict:
 
 SECTIONS: dict[str, Callable[[dict], dict]] = {
     "06-e1": e06_seeds, "06-e2": e06_below_one, "06-e3": e06_without_t2,
-    "05-e3": e05_online, "08-e3": e08_inconsistent, "08-e1": e08_hints,
+    "05-e2": e05_online, "08-e3": e08_inconsistent, "08-e1": e08_hints,
     "08-e2": e08_patience,
 }
 
