@@ -80,7 +80,7 @@ def main() -> None:
     results = headline_comparison(protocol)
     payload = {"command": "python benchmarks/kd_headline.py" + (" --quick" if quick else ""), **results}
     about = (f"{len(budget.seeds)} seeds, {budget.epochs:g} epochs of {results['settings']['train_images']:,} images "
-             f"per run, {results['seconds'] / 60:.1f} min (runs read back from {store} included). Final-epoch "
+             f"per run, {results['seconds'] / 60:.1f} min for this invocation (runs read back from {store} were not trained again). Final-epoch "
              "test accuracy, settings chosen on validation")
     write_report(name, payload, "Distillation against the best labels-only recipe", about, markdown(results), quick)
 

@@ -248,7 +248,8 @@ def markdown(results: dict) -> str:
             for p in PRECISIONS:
                 if r.get(f"{p}_longest_cells"):
                     cells = "; ".join(f"cell {c['cell']} {c['minutes']:.1f} min" for c in r[f"{p}_longest_cells"])
-                    lines.append(f"\nLongest cells of {r['notebook']} in {p}: {cells}.")
+                    lines.append(f"\nLongest cells of {r['notebook']} in {p} (cell numbers of the notebook as it was "
+                                 f"on that date): {cells}.")
     if "teacher" in results:
         t = results["teacher"]
         lines += ["", f"Teacher recipe in bf16 ({t['epochs']} epochs, seed 0): {100 * t['test_acc']:.2f}% test accuracy "
