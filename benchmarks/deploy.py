@@ -1,7 +1,8 @@
 """Deployment measured: every CPU engine in fp32 and int8, pruning, quantization-aware distillation, the limited-data
 rule and the decision matrix, for notebook 09_compress_and_deploy.
 
-    python benchmarks/deploy.py [--quick] [--all] [--prune] [--qat] [--limited-data] [--repeats 11] [--fresh]
+    python benchmarks/deploy.py [--quick] [--all] [--prune] [--qat] [--limited-data] [--lowrank]
+                                [--compression-speed] [--mobile] [--qat-ablation] [--repeats 11] [--fresh [PART ...]]
 
 **Engines** (always): for the shipped ``teacher`` and ``student_small_distilled``, five deployments each
 (:mod:`labkit.compress`): **fp32 eager** (the model itself), **fp32 compiled** (:func:`~labkit.compress.compile_fp32`),
@@ -18,23 +19,33 @@ rows' speed comes from the machine that timed the rest.
 
 Parts that train, each run only when asked (``--all``: every one):
 
-* ``--prune``: per-stage sensitivity scans (accuracy on the 1,000-image validation split against the fraction of a
-  stage's channels removed, with and without BatchNorm re-estimation) for student and teacher; both pruned by
+* ``--prune``: per-stage sensitivity scans (accuracy against the fraction of a stage's channels removed, with and
+  without BatchNorm re-estimation) for student and teacher, on 1,000 images each never trained on (the student: the
+  validation split; the teacher, which trained on every training image: 1,000 test images); both pruned by
   ``--prune-amount`` in every stage, BatchNorm re-estimated, fine-tuned with labels only and with distillation from
   the teacher (the teacher: first seed only, a baseline row at ten times a student's cost); the control, the same
-  narrow student trained from scratch, labels only and distilled.
+  narrow student trained from scratch, labels only and distilled, for the pruned network's whole budget (the
+  parent's 20 epochs plus the fine-tuning).
 * ``--qat``: the distilled student quantized after training (calibration drawn per seed) against
   quantization-aware fine-tuning with labels only and with the teacher's soft targets, the same steps, with
   ``--qat-weight-bits`` bits of weights (default 4: int8 costs this student nothing, 8-bit weights leave nothing to
   recover; 4-bit weights run on the int8 kernels and simulate 4-bit accuracy, not 4-bit speed). Paired intervals.
 * ``--limited-data``: :func:`labkit.limited_data.limited_data_rule` (transfer learning against distillation on
-  CIFAR-10 classes 5-9 with 2% of their labels).
+  CIFAR-10 classes 5-9 with 2% of their labels; with how often each student repeats the teacher's mistakes).
+* ``--lowrank``: teacher and student factorized by :mod:`labkit.lowrank` at two kept energies, fine-tuned with
+  labels or with the teacher (benchmarks/_compression_parts.py).
+* ``--compression-speed``: the low-rank and channel-pruned networks on the five engines, and unstructured zeros in
+  dense against CSR sparse kernels, timed in one interleaved session (run it on a quiet machine).
+* ``--mobile``: prune, int8, then distill to recover (float KD then int8, or int8 QAT with the teacher), against no
+  recovery and the unpruned int8 student; ``--qat-ablation``: quantization-aware training's recipe changed one
+  thing at a time (benchmarks/_quantization_parts.py).
 
 Distillation uses the (T, alpha) that ``benchmarks/kd_headline.py`` chose on validation (read from
 benchmarks/results/kd_headline.json; :data:`FALLBACK_DISTILLATION` until it exists). Each part prints its estimated
-minutes first. Finished parts and finished runs inside them are kept in runs/deploy/ and reused by a later call with
-the same settings (``--fresh`` measures again), and every finished part is merged into the results at once, so an
-interrupted ``--all`` continues where it stopped. The decision matrix (:func:`labkit.decision.decision_rows`, Pareto
+minutes first. Finished parts and finished runs inside them are kept in benchmarks/kept/deploy/ (committed: a long
+``--all`` can span sessions and machines; quick mode keeps them in runs/deploy_quick/) and reused by a later call
+with the same settings (``--fresh`` measures again, every part or the parts named), and every finished part is
+merged into the results at once, so an interrupted ``--all`` continues where it stopped. The decision matrix (:func:`labkit.decision.decision_rows`, Pareto
 front) is built from whatever parts are there, with the transfer-set student from benchmarks/results/transfer_set.json.
 
 Writes benchmarks/results/deploy.json and .md (``_quick`` in quick mode: tiny data and few repeats, not a result).
@@ -46,19 +57,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from _common import RESULTS, write_json, write_report
+from _compression_parts import ENERGIES, SPARSE_AMOUNTS, compression_speed, lowrank, lowrank_markdown, speed_markdown
+from _deploy_kit import VAL_PER_CLASS, Kept, accuracy_on_test, calibration_set, fine_tune
+from _quantization_parts import QAT_VARIANTS, mobile, mobile_markdown, qat_ablation, qat_ablation_markdown
 from labkit import models
 from labkit.compress import (OnnxModel, compile_fp32, compile_int8, convert_qat, export_onnx, prepare_qat,
                              prune_channels, quantize_onnx_int8, quantize_pt2e, reestimate_batchnorm,
@@ -80,9 +92,14 @@ INT8_GOAL, STUDENT_GOAL = 1.5, 20.0
 # Used only until benchmarks/kd_headline.py has written its choice: the first of its (T, alpha) candidates
 # (labkit.experiments.DISTILLATION), not a measured choice. The results record which one was used.
 FALLBACK_DISTILLATION = {"T": 2.0, "alpha": 0.5}
-VAL_PER_CLASS = 100  # the validation split that fine-tuning runs watch (the test split is used once, at the end)
 PART_KEYS = {"engines": ("cpu_int8_flags", "quality", "timings", "ratios", "scratch_student"),
-             "pruning": ("pruning",), "qat": ("qat",), "limited_data": ("limited_data",)}
+             "pruning": ("pruning",), "qat": ("qat",), "limited_data": ("limited_data",), "lowrank": ("lowrank",),
+             "compression_speed": ("compression_speed",), "mobile": ("mobile",), "qat_ablation": ("qat_ablation",)}
+SCAN_IMAGES = {"student": "the 1,000-image validation split (held out from the shipped students' training)",
+               "teacher": "1,000 test images, 100 per class (the shipped teacher trained on every training image)"}
+# The pruned student inherits the shipped student's 20 epochs (labkit.experiments.patient_budget) and adds its
+# fine-tuning: the narrow control trains as long from scratch, reading the same 4 cached views of the teacher's logits.
+PARENT_EPOCHS, SCRATCH_VIEWS = 20, 4
 QAT_GAINS = (("QAT KD", "post-training"), ("QAT labels", "post-training"), ("QAT KD", "QAT labels"))
 # Planning assumptions of the estimates, not measurements: a fake-quantized student trains about 3x slower than
 # the float one, and an uncompiled quantized graph (labkit.compress.QuantizedModel) predicts ~1,000 images/s.
@@ -96,26 +113,6 @@ def distillation_settings(path: Path = RESULTS / "kd_headline.json") -> dict:
         if "T" in chosen and "alpha" in chosen:
             return {"T": float(chosen["T"]), "alpha": float(chosen["alpha"]), "from": str(path.name)}
     return {**FALLBACK_DISTILLATION, "from": "FALLBACK_DISTILLATION (kd_headline.json not written yet)"}
-
-
-class Kept:
-    """Finished work kept as JSON under runs/deploy/: a part's result, or one run's numbers inside a part, named
-    by a hash of the settings that decide it. ``fresh`` ignores (and overwrites) what is kept."""
-
-    def __init__(self, folder: Path, fresh: bool):
-        self.folder, self.fresh = folder, fresh
-
-    def get(self, what: dict, make: Callable[[], object]) -> object:
-        name = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        path = self.folder / f"{name}.json"
-        if path.is_file() and not self.fresh:
-            return json.loads(path.read_text())["value"]
-        value = make()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"what": what, "value": value}, default=str))
-        tmp.replace(path)  # atomic: a half-written file is never taken for a finished one
-        return value
 
 
 def deployments(model: nn.Module, name: str, calibration: torch.Tensor, folder: Path) -> dict[str, nn.Module]:
@@ -187,27 +184,6 @@ def engines_part(floats: dict[str, nn.Module], data: CifarData, repeats: int, qu
     return out
 
 
-def calibration_set(data: CifarData, quick: bool, seed: int = 0) -> torch.Tensor:
-    """Stratified training images for int8 calibration: the local copy is sorted by class, and its first 2,000
-    images are all airplanes."""
-    return data.subset(train_per_class=20 if quick else 200, seed=seed).train_images
-
-
-def fine_tune(model: nn.Module, teacher: nn.Module, data: CifarData, *, T: float, alpha: float, epochs: float,
-              lr: float, seed: int, batch_size: int, views: int | None = None) -> nn.Module:
-    """``model`` fine-tuned in place (alpha = 0: labels only, the same loop), watching ``data``'s validation split.
-    The teacher's logits are cached for ``views`` fixed augmented views (default one per epoch), epoch e reading
-    view e % views: runs with the same views share one cache, whatever their epochs."""
-    distill(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=views or math.ceil(epochs),
-            views_seed=0, seed=seed, lr=lr, batch_size=batch_size, progress=False)
-    return model.eval()
-
-
-def accuracy_on_test(model: nn.Module, data: CifarData) -> float:
-    """Accuracy on the whole test split (used once per final model)."""
-    return accuracy(predict_logits(model, data.test_images), data.test_labels)
-
-
 def pruning(teacher: nn.Module, student: nn.Module, data: CifarData, *, amount: float, epochs: float,
             scratch_epochs: float, seeds: list[int], distillation: dict, batch_size: int, quick: bool,
             kept: Kept) -> dict:
@@ -215,21 +191,24 @@ def pruning(teacher: nn.Module, student: nn.Module, data: CifarData, *, amount: 
     trained from scratch (the pruned networks are timed by :func:`engines_part`). Fine-tuning uses a tenth of the
     recipe's learning rate: the weights are already good. The pruned teacher is fine-tuned only with distillation
     (from itself, unpruned) and the first seed: it is a baseline row, and each of its runs costs ten student runs.
-    Every distilled run reads the same cached views of the teacher's logits (as many as the longest run has
-    epochs)."""
+    Scans read images the model never trained on (:func:`scan_images`). The control trains ``scratch_epochs``
+    (default: the parent's epochs plus the fine-tuning, the pruned network's whole budget). Every distilled run
+    reads the same :data:`SCRATCH_VIEWS` cached views of the teacher's logits."""
     train_part = data.with_validation(5 if quick else VAL_PER_CLASS)
-    val_images, val_labels = train_part.val_images, train_part.val_labels
     calibration = calibration_set(train_part, quick)
     fractions = (0.25, 0.5, 0.75, 0.9)
     T, alpha = distillation["T"], distillation["alpha"]
     out = {"amount": amount, "epochs": epochs, "scratch_epochs": scratch_epochs, "seeds": seeds,
-           "teacher_seeds": seeds[:1], "distillation": distillation, "scans": {}, "arms": {}}
+           "teacher_seeds": seeds[:1], "distillation": distillation, "views": SCRATCH_VIEWS,
+           "scan_images": SCAN_IMAGES, "scans": {}, "arms": {}}
     for name, model in (("student", student), ("teacher", teacher)):
+        images, labels = scan_images(name, train_part, data, quick)
         out["scans"][name] = {
-            "bn_reestimated": sensitivity_scan(model, fractions, val_images, val_labels, calibration),
-            "stale_bn": sensitivity_scan(model, fractions, val_images, val_labels)}
+            "bn_reestimated": sensitivity_scan(model, fractions, images, labels, calibration),
+            "stale_bn": sensitivity_scan(model, fractions, images, labels),
+            "unpruned": accuracy(predict_logits(model, images), labels)}
     lr = TrainConfig().lr / 10
-    views = math.ceil(max(epochs, scratch_epochs))
+    views = SCRATCH_VIEWS
     for name, model in (("student", student), ("teacher", teacher)):
         pruned = reestimate_batchnorm(prune_channels(model, amount), calibration)
         runs = {"pruned + labels": 0.0, "pruned + KD": alpha} if name == "student" else {"pruned + KD": alpha}
@@ -254,6 +233,17 @@ def pruning(teacher: nn.Module, student: nn.Module, data: CifarData, *, amount: 
                 "mflops_per_image": round(models.forward_flops(pruned) / 1e6, 1),
                 "stored_kb": round(stored_bytes(pruned) / 1024, 1)}
     return out
+
+
+def scan_images(name: str, train_part: CifarData, data: CifarData, quick: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images the model never trained on, for its sensitivity scans: the student's are the validation split (the
+    shipped students trained on the 45,000 images outside a 5,000-image split that contains it); the shipped teacher
+    trained on all 50,000 training images, so its are a stratified tenth of the test set. Nothing is chosen from a
+    scan (the pruning amount is fixed in advance), so the test images it reads are not used to choose anything."""
+    if name == "student":
+        return train_part.val_images, train_part.val_labels
+    test = data.subset(test_per_class=5 if quick else VAL_PER_CLASS, seed=1)
+    return test.test_images, test.test_labels
 
 
 def _scratch(like: models.CifarNet, data: CifarData, teacher: nn.Module, *, T: float, alpha: float, epochs: float,
@@ -328,7 +318,7 @@ def estimates(args: argparse.Namespace, parts: list[str], seeds: list[int]) -> d
         student_images = train_images * (2 * n * args.epochs + 2 * n * args.scratch_epochs)
         seconds = rate(student, train=cut[student] * student_images) \
             + rate(teacher, train=cut[teacher] * train_images * args.epochs) \
-            + rate(teacher, infer=train_images * math.ceil(max(args.epochs, args.scratch_epochs))
+            + rate(teacher, infer=train_images * SCRATCH_VIEWS
                    + 24 * 1000 + 12 * 2000 + 2 * test_images)
         out["pruning"] = seconds
     if "qat" in parts:
@@ -339,6 +329,27 @@ def estimates(args: argparse.Namespace, parts: list[str], seeds: list[int]) -> d
         out["qat"] = seconds
     if "limited_data" in parts:
         out["limited_data"] = limited_data_budget(seeds).estimate()["minutes"] * 60
+    if "lowrank" in parts:
+        # a factorized network keeps about 0.6 of the FLOPs (ENERGIES); 2 arms per energy and seed; one cached view
+        runs = 2 * len(ENERGIES) * len(seeds) * args.epochs * train_images * 0.6
+        seconds = rate(student, train=runs) + rate(teacher, train=runs) + rate(teacher, infer=train_images) \
+            + rate(teacher, infer=(1 + len(ENERGIES) * (1 + 2 * len(seeds))) * test_images)
+        out["lowrank"] = seconds
+    if "mobile" in parts:
+        # per seed a pruned float and a pruned QAT fine-tuning, four int8 conversions and tests
+        cut = _flops_left(student, args.prune_amount)
+        out["mobile"] = rate(student, train=len(seeds) * (1 + QAT_SLOWDOWN) * cut * args.epochs * train_images) \
+            + 4 * len(seeds) * (test_images + 2000) / QUANTIZED_EAGER_PER_S
+    if "qat_ablation" in parts:
+        epochs = sum(v["epochs"] * (QAT_SLOWDOWN if v["qat"] else 1) for v in QAT_VARIANTS.values())
+        out["qat_ablation"] = rate(student, train=len(seeds) * epochs * train_images) \
+            + rate(teacher, infer=2 * train_images) + 7 * len(seeds) * (test_images + 2000) / QUANTIZED_EAGER_PER_S
+    if "compression_speed" in parts:
+        # 12 compiled models; per round, 30 deployments at batch 256 and 14 (the CSR ones slow) at batch 64
+        rounds = args.repeats * 3 * (6 * rate(teacher, infer=256) + 20 * rate(teacher, infer=64))
+        seconds = 12 * COMPILE_SECONDS + rounds \
+            + len(SPARSE_AMOUNTS) * rate(teacher, infer=2 * test_images)
+        out["compression_speed"] = seconds
     return {part: round(seconds / 60, 1) for part, seconds in out.items()}
 
 
@@ -379,8 +390,17 @@ def markdown(payload: dict) -> str:
         lines += ["", *_qat_markdown(payload["qat"])]
     if "limited_data" in payload:
         lines += ["", *_limited_markdown(payload["limited_data"])]
+    if "lowrank" in payload:
+        lines += ["", *lowrank_markdown(payload["lowrank"])]
+    if "compression_speed" in payload:
+        lines += ["", *speed_markdown(payload["compression_speed"])]
+    if "mobile" in payload:
+        lines += ["", *mobile_markdown(payload["mobile"])]
+    if "qat_ablation" in payload:
+        lines += ["", *qat_ablation_markdown(payload["qat_ablation"])]
     if "decision_matrix" in payload:
-        lines += ["", "Decision matrix (Pareto-optimal: no other row is both as accurate and as fast):", "",
+        lines += ["", "Decision matrix (Pareto-optimal: no other row is at least as accurate and as fast, and better "
+                  "in one):", "",
                   "| strategy | engine | test acc % | stored KB | latency ms, batch 1 | img/s, batch 256 | Pareto |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['strategy']} | {r['engine']} | {100 * r['test_acc']:.2f} | {r['stored_kb']:,.0f} | "
@@ -435,32 +455,51 @@ def _limited_markdown(r: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"tiny subset, few repeats (also set by {QUICK_ENV}=1)")
-    parser.add_argument("--all", action="store_true", help="every part: engines, --prune, --qat, --limited-data")
+    parser.add_argument("--all", action="store_true", help="every part: engines, --prune, --qat, --limited-data, "
+                        "--lowrank, "
+                        "--compression-speed, --mobile, --qat-ablation")
     parser.add_argument("--repeats", type=int, default=11, help="interleaved timing rounds (at least 7; default 11)")
     parser.add_argument("--prune", action="store_true", help="also the pruning rows (trains)")
     parser.add_argument("--prune-amount", type=float, default=0.5, help="fraction of each stage's channels cut")
     parser.add_argument("--epochs", type=float, default=1.0, help="fine-tuning epochs of the pruned models")
-    parser.add_argument("--scratch-epochs", type=float, default=3.0, help="epochs of the --prune scratch controls")
+    parser.add_argument("--scratch-epochs", type=float, default=None,
+                        help="epochs of the --prune scratch controls (default: the parent's 20 + --epochs)")
     parser.add_argument("--qat", action="store_true", help="also quantization-aware fine-tuning (trains)")
     parser.add_argument("--qat-epochs", type=float, default=0.5, help="fine-tuning epochs of --qat, every arm")
     parser.add_argument("--qat-weight-bits", type=int, default=4, choices=(4, 8), help="weight bits of --qat")
     parser.add_argument("--limited-data", action="store_true", help="also the limited-data rule (trains)")
+    parser.add_argument("--lowrank", action="store_true", help="also low-rank factorization, fine-tuned (trains)")
+    parser.add_argument("--compression-speed", action="store_true",
+                        help="also the timings of low-rank and zeroed (dense and CSR) models, on a quiet machine")
+    parser.add_argument("--mobile", action="store_true", help="also prune, int8, then distill to recover (trains)")
+    parser.add_argument("--qat-ablation", action="store_true", help="also QAT's recipe, one change at a time (trains)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the trained rows")
-    parser.add_argument("--fresh", action="store_true", help="measure again what runs/deploy/ keeps")
+    parser.add_argument("--fresh", nargs="*", metavar="PART", default=None,
+                        help="measure again what benchmarks/kept/deploy/ keeps: the parts named (engines, pruning, "
+                        "qat, limited_data, lowrank, compression_speed, mobile, qat_ablation), or all of them")
     args = parser.parse_args()
     if args.quick:
         os.environ[QUICK_ENV] = "1"
     quick = quick_mode()
     started = time.perf_counter()
     parts = ["engines"] + [part for part, asked in (("pruning", args.prune), ("qat", args.qat),
-                                                    ("limited_data", args.limited_data)) if asked or args.all]
+                                                    ("limited_data", args.limited_data), ("lowrank", args.lowrank),
+                                                    ("compression_speed", args.compression_speed),
+                                                    ("mobile", args.mobile), ("qat_ablation", args.qat_ablation))
+                           if asked or args.all]
     seeds = args.seeds[:2] if quick else args.seeds
+    args.scratch_epochs = 1.0 if quick else args.scratch_epochs or PARENT_EPOCHS + args.epochs
+    scratch_epochs = args.scratch_epochs
     minutes = estimates(args, parts, seeds)
     print("estimated minutes on 2 quiet cores: " + ", ".join(f"{p} {m:g}" for p, m in minutes.items())
-          + f"; {sum(minutes.values()):.0f} in all (parts kept in runs/deploy/ are read back)", flush=True)
+          + f"; {sum(minutes.values()):.0f} in all (kept parts are read back)", flush=True)
     name = "deploy" + ("_quick" if quick else "")
-    runs = Path("runs") / name
-    kept = Kept(runs / "parts", args.fresh)
+    # finished work is committed with the results, so that a long --all can span sessions and machines
+    runs = Path("runs") / name if quick else Path(__file__).parent / "kept" / name
+
+    def fresh(part: str) -> bool:
+        return args.fresh is not None and (not args.fresh or part in args.fresh)
+
     path = RESULTS / f"{name}.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     # parts finished by an earlier call are kept; results written before parts were recorded are not read
@@ -474,7 +513,6 @@ def main() -> None:
         data = data.subset(train_per_class=30, test_per_class=20)
     floats = {"teacher": load_teacher(device="cpu"), "student": load_pretrained("student_small_distilled", "cpu")}
     epochs = min(args.epochs, 1.0) if quick else args.epochs
-    scratch_epochs = 1.0 if quick else args.scratch_epochs
     qat_epochs = min(args.qat_epochs, 1.0) if quick else args.qat_epochs
     make = {
         "engines": ({"repeats": args.repeats, "prune_amount": args.prune_amount},
@@ -483,13 +521,31 @@ def main() -> None:
                      "seeds": seeds, "distillation": distillation},
                     lambda: pruning(floats["teacher"], floats["student"], data, amount=args.prune_amount,
                                     epochs=epochs, scratch_epochs=scratch_epochs, seeds=seeds,
-                                    distillation=distillation, batch_size=batch_size, quick=quick, kept=Kept(runs / "pruning", args.fresh))),
+                                    distillation=distillation, batch_size=batch_size, quick=quick,
+                                    kept=Kept(runs / "pruning", fresh("pruning")))),
         "qat": ({"epochs": qat_epochs, "seeds": seeds, "weight_bits": args.qat_weight_bits,
                  "distillation": distillation},
                 lambda: qat(floats["teacher"], floats["student"], data, epochs=qat_epochs, seeds=seeds,
                             weight_bits=args.qat_weight_bits, distillation=distillation, batch_size=batch_size,
-                            quick=quick, kept=Kept(runs / "qat", args.fresh))),
+                            quick=quick, kept=Kept(runs / "qat", fresh("qat")))),
         # the limited-data rule shrinks CIFAR-10 itself in quick mode (labkit.limited_data.limited_data_budget)
+        "lowrank": ({"energies": ENERGIES, "epochs": epochs, "seeds": seeds, "distillation": distillation},
+                    lambda: lowrank(floats, data, energies=ENERGIES, epochs=epochs, seeds=seeds,
+                                    distillation=distillation, batch_size=batch_size, quick=quick,
+                                    kept=Kept(runs / "lowrank", fresh("lowrank")))),
+        "compression_speed": ({"energies": ENERGIES, "amounts": SPARSE_AMOUNTS, "prune_amount": args.prune_amount,
+                               "repeats": args.repeats},
+                              lambda: compression_speed(floats, data, energies=ENERGIES, amounts=SPARSE_AMOUNTS,
+                                                        prune_amount=args.prune_amount, repeats=args.repeats,
+                                                        quick=quick)),
+        "mobile": ({"amount": args.prune_amount, "epochs": epochs, "seeds": seeds, "distillation": distillation},
+                   lambda: mobile(floats["teacher"], floats["student"], data, amount=args.prune_amount, epochs=epochs,
+                                  seeds=seeds, distillation=distillation, batch_size=batch_size, quick=quick,
+                                  kept=Kept(runs / "mobile", fresh("mobile")))),
+        "qat_ablation": ({"seeds": seeds, "distillation": distillation},
+                         lambda: qat_ablation(floats["teacher"], floats["student"], data, seeds=seeds,
+                                              distillation=distillation, batch_size=batch_size, quick=quick,
+                                              kept=Kept(runs / "qat_ablation", fresh("qat_ablation")))),
         "limited_data": ({"seeds": seeds, "distillation": distillation},
                          lambda: limited_data(full, seeds, distillation, runs / "limited_data")),
     }
@@ -497,7 +553,7 @@ def main() -> None:
         settings, run = make[part]
         print(f"{part}: about {minutes[part]:g} min", flush=True)
         part_started = time.perf_counter()
-        result = kept.get({"part": part, "quick": quick, **settings}, run)
+        result = Kept(runs / "parts", fresh(part)).get({"part": part, "quick": quick, **settings}, run)
         payload.update(result if part == "engines" else {part: result})
         payload["parts"][part] = settings
         payload["part_seconds"][part] = round(time.perf_counter() - part_started, 1)  # ~0 when read back

@@ -27,6 +27,20 @@ def _speed(deploy: dict, model: str, engine: str) -> dict:
             "images_per_s": deploy["timings"]["batch_256"][key]["images_per_s"]["median"]}
 
 
+def _fastest_compressed(deploy: dict, label: str, engines: Sequence[str]) -> str:
+    timed = deploy["compression_speed"]["timings"]["lowrank"]["batch_256"]
+    return max(engines, key=lambda e: timed[f"{label}, {e}"]["images_per_s"]["median"])
+
+
+def _compressed_speed(deploy: dict, label: str, engine: str) -> dict:
+    """Stored size and speed of one deployment that the compression_speed part timed (``label``: "<model>,
+    <variant>")."""
+    part = deploy["compression_speed"]
+    timed, key = part["timings"]["lowrank"], f"{label}, {engine}"
+    return {"stored_kb": part["stored_kb"][key], "latency_ms": timed["batch_1"][key]["ms"]["median"],
+            "images_per_s": timed["batch_256"][key]["images_per_s"]["median"]}
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
@@ -76,6 +90,26 @@ def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fract
                          "images_per_s": deploy["timings"]["batch_256"][key]["images_per_s"]["median"]}
                 add(label, _mean(accs), {"stored_kb": p["arms"][model][arm]["stored_kb"], **timed}, "fp32 eager",
                     "pruning (timed with the engines)", len(accs))
+    if "lowrank" in deploy and "compression_speed" in deploy:
+        for model, name in (("teacher", "teacher"), ("student", "student distilled")):
+            for energy in deploy["lowrank"]["energies"]:
+                row = deploy["lowrank"]["models"][model][f"energy {energy:g}"]
+                label = f"{model}, energy {energy:g}"
+                kinds = [("fp32", FP32_ENGINES, row["KD"])]
+                if "KD, int8" in row:  # int8 accuracy is measured for the students only
+                    kinds.append(("int8", INT8_ENGINES, row["KD, int8"]))
+                for kind, engines, accs in kinds:
+                    engine = _fastest_compressed(deploy, label, engines)
+                    add(f"{name}, low-rank ({energy:.0%} energy) + KD, {kind}", _mean(accs),
+                        _compressed_speed(deploy, label, engine), engine, "lowrank (timed by compression_speed)",
+                        len(accs))
+    if "mobile" in deploy and "compression_speed" in deploy:
+        m, label = deploy["mobile"], f"student, pruned {deploy['mobile']['amount']:.0%}"
+        engine = _fastest_compressed(deploy, label, INT8_ENGINES)
+        for arm in ("pruned, int8 QAT with KD", "pruned, KD, then int8", "pruned, int8, no recovery"):
+            accs = m["arms"][arm]["test_acc"]
+            add(f"student distilled, {arm}", _mean(accs), _compressed_speed(deploy, label, engine), engine,
+                "mobile (timed by compression_speed)", len(accs))
     if transfer_set is not None and transfer_fraction in transfer_set.get("fractions", {}):
         arm = transfer_set["fractions"][transfer_fraction]["arms"]["distilled, transfer set"]
         add(f"transfer-set student ({float(transfer_fraction):.0%} labels), fp32", arm["test_acc"]["mean"],
@@ -86,8 +120,12 @@ def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fract
 
 def pareto_front(rows: Sequence[dict], accuracy: str = "test_acc", speed: str = "images_per_s") -> list[dict]:
     """Copies of ``rows`` with ``pareto`` True where no other row is at least as accurate and at least as fast and
-    better in one of the two: the strategies worth considering; every other one is beaten outright."""
+    better in one of the two: the strategies worth considering; every other one is beaten outright. ``speed`` is
+    throughput (``"images_per_s"``, higher is faster) or latency (``"latency_ms"``, lower is faster: the batch-1
+    view of a phone or a request server)."""
+    sign = -1 if speed == "latency_ms" else 1
+
     def beaten(r: dict) -> bool:
-        return any(o[accuracy] >= r[accuracy] and o[speed] >= r[speed] and (o[accuracy] > r[accuracy] or
-                                                                            o[speed] > r[speed]) for o in rows)
+        return any(o[accuracy] >= r[accuracy] and sign * o[speed] >= sign * r[speed]
+                   and (o[accuracy] > r[accuracy] or sign * o[speed] > sign * r[speed]) for o in rows)
     return [{**r, "pareto": not beaten(r)} for r in rows]

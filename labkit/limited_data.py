@@ -38,7 +38,7 @@ import torch
 
 from labkit import models
 from labkit.data import CifarData, ImageSubset
-from labkit.evaluate import accuracy
+from labkit.evaluate import accuracy, mistake_agreement, predict_logits
 from labkit.models import CifarNet
 from labkit.protocol import REPORTED, Budget, Protocol, freeze, kept_model, training_set_digest
 from labkit.settings import pick
@@ -63,6 +63,10 @@ LIMITED_GAINS = (("transfer learning", "scratch"), ("distilled, labelled only", 
                  ("distilled, transfer set", "scratch"), ("transfer learning", "distilled, transfer set"),
                  ("transfer learning", "distilled, labelled only"), ("both, transfer set", "transfer learning"),
                  ("both, labelled only", "transfer learning"))
+# Does distillation copy the teacher's errors? On the test images the teacher gets wrong, the share where a
+# student makes the teacher's very mistake, against students that never saw the teacher.
+MISTAKE_GAINS = (("distilled, transfer set", "transfer learning"), ("distilled, transfer set", "scratch"),
+                 ("distilled, labelled only", "scratch"))
 
 
 class LimitedDataError(ValueError):
@@ -259,7 +263,10 @@ def limited_data_rule(data: CifarData, *, T: float, alpha: float, budget: Limite
     and a later call with the same settings reads them back. Returns the settings (with the budget's images seen),
     per seed the pretrained student's and the teacher's accuracy, per arm the summaries over seeds of the final
     models' test accuracy (and agreement, KL and ECE against that seed's teacher), every run, the paired
-    differences of :data:`LIMITED_GAINS` (those whose arms ran) and the rule's verdict (:func:`verdict`).
+    differences of :data:`LIMITED_GAINS` (those whose arms ran) and the rule's verdict (:func:`verdict`). Each run
+    also records ``teacher_mistakes`` (:func:`labkit.evaluate.mistake_agreement`: on the test images the seed's
+    teacher gets wrong, how often the student repeats its mistake), summarised per arm as ``same_mistake`` and
+    compared in ``mistake_gains`` (:data:`MISTAKE_GAINS`, paired over the seeds).
     """
     unknown = [a for a in arms if a not in _ARMS]
     if unknown or not arms:
@@ -295,11 +302,15 @@ def limited_data_rule(data: CifarData, *, T: float, alpha: float, budget: Limite
             options = {"start": reuse_body(pretrained, fresh)} if reuses else {}
             say(f"{name}: seed {seed}")
             model, record = sets[where].train(seed, T=T, alpha=alpha if distilled else 0.0, **options)
-            record.update(arm=name, training_set=where, pretrained=reuses, **on_labelled.test(model, T))
+            record.update(arm=name, training_set=where, pretrained=reuses, **on_labelled.test(model, T),
+                          teacher_mistakes=mistake_agreement(predict_logits(model, labelled.test_images),
+                                                             on_labelled.teacher_test_logits(), labelled.test_labels))
             say(f"    {name}, seed {seed}: test accuracy {record['test_acc']:.4f} ({record['seconds']:.0f} s)")
             runs[name].append(record)
     test = {name: [r["test_acc"] for r in rs] for name, rs in runs.items()}
     gains = paired_gains(test, [pair for pair in LIMITED_GAINS if set(pair) <= set(arms)])
+    same = {name: [r["teacher_mistakes"]["same_mistake"] for r in rs] for name, rs in runs.items()}
+    mistake_gains = paired_gains(same, [pair for pair in MISTAKE_GAINS if set(pair) <= set(arms)])
     settings = {**asdict(budget), "seeds": list(budget.seeds), "T": T, "alpha": alpha, "arms": list(arms),
                 "source_classes": list(task["source"].classes), "target_classes": list(labelled.classes),
                 "labelled_per_class": task["labelled_per_class"], "labelled_images": task["labelled_images"],
@@ -310,9 +321,11 @@ def limited_data_rule(data: CifarData, *, T: float, alpha: float, budget: Limite
                 "data": data.source}
     results = {"settings": settings, "pretrained": pretrained_runs, "teachers": teacher_runs,
                "arms": {name: {"training_set": rs[0]["training_set"], "pretrained": rs[0]["pretrained"],
-                               "alpha": rs[0]["alpha"], **{k: summarize([r[k] for r in rs]) for k in REPORTED}}
+                               "alpha": rs[0]["alpha"], **{k: summarize([r[k] for r in rs]) for k in REPORTED},
+                               "same_mistake": summarize(same[name])}
                         for name, rs in runs.items()},
-               "runs": runs, "gains": gains, "seconds": round(time.perf_counter() - started, 1)}
+               "runs": runs, "gains": gains, "mistake_gains": mistake_gains,
+               "seconds": round(time.perf_counter() - started, 1)}
     results["verdict"] = verdict(results)
     return results
 

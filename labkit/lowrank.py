@@ -128,11 +128,13 @@ def factorize_conv(conv: nn.Conv2d, rank: int) -> nn.Sequential:
 
 
 def factorizable_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
-    """Name -> layer for every trainable linear layer and every plain k x k (k > 1) trainable convolution: the
-    layers a low-rank factorization can make cheaper (a frozen stem and 1 x 1 convolutions are left out)."""
+    """Name -> layer for every linear layer and every plain k x k (k > 1) convolution: the layers a low-rank
+    factorization can make cheaper (a whitening stem, set from the data rather than learned, and 1 x 1
+    convolutions are left out)."""
+    stem = getattr(model, "stem", None) if getattr(model, "whiten", False) else None
     found = {}
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d)) or not module.weight.requires_grad:
+        if not isinstance(module, (nn.Linear, nn.Conv2d)) or module is stem:
             continue
         if isinstance(module, nn.Conv2d) and (module.kernel_size == (1, 1) or module.groups != 1
                                               or module.stride != (1, 1) or module.dilation != (1, 1)):

@@ -99,7 +99,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
     kilostep_scale = 1024 * (1 + 1 / (1 - config.momentum))
     lr = config.lr / kilostep_scale
     wd = config.weight_decay * config.batch_size / kilostep_scale
-    norm_biases = [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters() if p.requires_grad]
+    # a quantization-aware graph (labkit.compress.QatModel) has no BatchNorm modules: it names their parameters
+    norms = model.batchnorm_parameters() if hasattr(model, "batchnorm_parameters") else \
+        [p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    norm_biases = [p for p in norms if p.requires_grad]
     ids = {id(p) for p in norm_biases}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     # SGD's weight decay is multiplied by the group lr: dividing by it makes the decay equal for both groups.

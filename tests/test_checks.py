@@ -897,6 +897,30 @@ def test_int8_matmul_passes(capsys, distilled_student):
     fails_with("flattened filters", checks.check_int8_matmul, lab_int8_matmul, product[0], product[1][:5])
 
 
+def lab_spatial_svd(conv, rank, mistake=None):
+    w = conv.weight.detach()
+    c_out, c_in, k, _ = w.shape
+    m = w.reshape(c_out * k, c_in * k) if mistake == "layout" else w.permute(1, 2, 0, 3).reshape(c_in * k, c_out * k)
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    r = min(m.shape) if mistake == "full" else rank
+    root = torch.ones(r) if mistake == "no S" else s[:r].sqrt()
+    left, right = u[:, :r] * root, root[:, None] * vh[:r]
+    if mistake == "layout":  # the learner still shapes the factors as the exercise asks
+        left, right = left.reshape(c_in * k, -1)[:, :rank], right.reshape(-1, c_out * k)[:rank]
+    keep = r if mistake == "full" else rank
+    return left.T.reshape(-1, c_in, k, 1)[:keep], right.reshape(-1, c_out, 1, k).permute(1, 0, 2, 3)[:, :keep]
+
+
+def test_spatial_svd(capsys, distilled_student):
+    conv = distilled_student.layers[1].conv2
+    passes(capsys, checks.check_spatial_svd, lab_spatial_svd, conv, 20)
+    for mistake, hint in [("full", "shape"), ("no S", "singular values are missing")]:
+        fails_with(hint, checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, mistake), conv, 20)
+    fails_with("not right yet|wrong axes", checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, "layout"),
+               conv, 20)
+    fails_with("two weight tensors", checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r)[0], conv, 20)
+
+
 def lab_keep(model, amount, mistake=None):
     counts = [round(g.conv1.out_channels * (1 - amount)) for g in model.layers]
     if mistake == "floor":
@@ -992,6 +1016,9 @@ def test_compress_labs_garbage_is_check_failed(answer, distilled_student, pruned
         lambda: checks.check_channels_to_keep(lambda m, a: [answer] * 3, distilled_student, 0.5),
         lambda: checks.check_bn_reestimation(answer, *pruned_and_images),
         lambda: checks.check_bn_reestimation(lambda m, x: answer, *pruned_and_images),
+        lambda: checks.check_spatial_svd(answer, distilled_student.layers[0].conv2, 4),
+        lambda: checks.check_spatial_svd(lambda c, r: answer, distilled_student.layers[0].conv2, 4),
+        lambda: checks.check_spatial_svd(lambda c, r: (answer, answer), distilled_student.layers[0].conv2, 4),
     ]
     for call in calls:
         with pytest.raises(CheckFailed):

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from labkit import models
 from labkit.compress import (CompiledModel, OnnxModel, QatModel, QuantizedModel, compile_fp32, compile_int8,
                              convert_qat, default_reduce_range, deployment_row, export_onnx, prepare_qat,
-                             prune_channels, prune_unstructured, quantization_config, quantize_onnx_int8,
-                             quantize_pt2e, reestimate_batchnorm, sensitivity_scan, sparsity, stored_bytes)
+                             prunable_weights, prune_channels, prune_unstructured, quantization_config,
+                             quantize_onnx_int8, quantize_pt2e, reestimate_batchnorm, sensitivity_scan, sparsity,
+                             stored_bytes)
 from labkit.data import CifarData
 from labkit.evaluate import predict_logits
 from labkit.pretrained import load_pretrained
@@ -339,9 +340,11 @@ def test_the_sparse_copy_predicts_what_the_pruned_model_predicts(student, amount
         assert torch.allclose(sparse(x), pruned(x), atol=1e-4)
     conv = sparse.layers[2].conv2
     assert isinstance(conv, SparseConv2d)
-    kept = conv.weight.values().numel() / (conv.weight.shape[0] * conv.weight.shape[1])
+    kept = conv.values.numel() / (conv.weight_shape[0] * conv.weight_shape[1])
     assert kept == pytest.approx(1 - sparsity(pruned), abs=0.15)  # global pruning: layers differ around the mean
     assert isinstance(pruned.layers[2].conv2, torch.nn.Conv2d)  # the pruned model is left alone
+    with torch.no_grad():
+        assert torch.allclose(copy.deepcopy(sparse)(x), pruned(x), atol=1e-4)  # copies, as the timers make
 
 
 def test_sparse_convolution_takes_integer_and_valid_padding():
@@ -353,3 +356,23 @@ def test_sparse_convolution_takes_integer_and_valid_padding():
             assert torch.allclose(SparseConv2d(conv)(x), conv(x), atol=1e-5)
     with pytest.raises(ValueError, match="stride 1"):
         SparseConv2d(torch.nn.Conv2d(4, 5, 3, stride=2))
+
+
+def test_quantization_aware_training_gives_batchnorm_biases_the_float_recipes_rate(student):
+    from labkit.train import TrainConfig, make_optimizer
+    prepared = prepare_qat(student, torch.rand(4, 3, 32, 32))
+    config = TrainConfig()
+    fast, base = make_optimizer(prepared, config).param_groups
+    bn_biases = {id(p) for p in prepared.batchnorm_parameters() if p.requires_grad}
+    assert {id(p) for p in fast["params"]} == bn_biases and len(bn_biases) == 6  # six BatchNorm layers
+    assert fast["lr"] == pytest.approx(base["lr"] * config.bias_scaler)
+    float_fast, _ = make_optimizer(student, config).param_groups
+    assert len(float_fast["params"]) == len(bn_biases), "the same parameters as when the float model trains"
+
+
+def test_a_frozen_teacher_prunes_like_a_trainable_one():
+    teacher = load_pretrained("teacher")  # trained weights: a fresh network starts with many exact zeros (Dirac)
+    layers = prunable_weights(teacher)
+    assert teacher.stem not in [m for m, _ in layers] and len(layers) == 7  # six convolutions and the head
+    assert len(prunable_weights(teacher.requires_grad_(False))) == 7, "distillation freezes its teacher"
+    assert sparsity(prune_unstructured(teacher, 0.5)) == pytest.approx(0.5, abs=0.01)

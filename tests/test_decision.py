@@ -106,3 +106,36 @@ def test_deploy_keeps_finished_work_and_estimates_every_part(tmp_path):
     minutes = deploy.estimates(args, ["engines", "pruning", "qat", "limited_data"], [0, 1, 2])
     assert set(minutes) == {"engines", "pruning", "qat", "limited_data"} and all(m > 0 for m in minutes.values())
     assert sum(minutes.values()) < 60, "--all must fit in an hour on 2 quiet cores"
+
+
+def test_the_latency_view_counts_lower_as_faster():
+    rows = [{"strategy": s, "test_acc": a, "latency_ms": ms} for s, a, ms in
+            (("quick and good", 0.9, 1.0), ("slow and good", 0.9, 3.0), ("quick, worse", 0.8, 0.5))]
+    marked = {r["strategy"]: r["pareto"] for r in pareto_front(rows, speed="latency_ms")}
+    assert marked == {"quick and good": True, "slow and good": False, "quick, worse": True}
+
+
+def test_low_rank_and_mobile_rows_take_the_compression_speed_timings():
+    d = fake_deploy()
+    engines = ("fp32 eager", "fp32 compiled", "int8 compiled", "ORT fp32", "ORT int8")
+    timed = {"batch_1": {}, "batch_256": {}}
+    stored = {}
+    for label, base in (("teacher, energy 0.9", 1_500), ("student, energy 0.9", 7_000), ("student, pruned 50%", 9_000)):
+        for i, e in enumerate(engines):
+            timed["batch_1"][f"{label}, {e}"] = {"ms": spread(1.0 / (i + 1))}
+            timed["batch_256"][f"{label}, {e}"] = {"images_per_s": spread(base * (i + 1))}
+            stored[f"{label}, {e}"] = 50 * (i + 1)
+    d["compression_speed"] = {"timings": {"lowrank": timed}, "stored_kb": stored}
+    d["lowrank"] = {"energies": [0.9], "models": {
+        "teacher": {"energy 0.9": {"KD": [0.90, 0.92], "labels": [0.89, 0.89]}},
+        "student": {"energy 0.9": {"KD": [0.84, 0.84], "KD, int8": [0.83, 0.83], "labels": [0.82, 0.82]}}}}
+    d["mobile"] = {"amount": 0.5, "arms": {arm: {"test_acc": [acc, acc]} for arm, acc in (
+        ("pruned, int8 QAT with KD", 0.80), ("pruned, KD, then int8", 0.79), ("pruned, int8, no recovery", 0.3))}}
+    rows = {r["strategy"]: r for r in decision_rows(d)}
+    low = rows["student distilled, low-rank (90% energy) + KD, int8"]
+    assert (low["engine"], low["images_per_s"], low["stored_kb"], low["test_acc"]) == \
+        ("ORT int8", 35_000, 250, pytest.approx(0.83)), "the fastest int8 engine, its own size, the int8 accuracy"
+    assert rows["teacher, low-rank (90% energy) + KD, fp32"]["engine"] == "ORT fp32"
+    assert "teacher, low-rank (90% energy) + KD, int8" not in rows, "the teacher's int8 accuracy is not measured"
+    qat = rows["student distilled, pruned, int8 QAT with KD"]
+    assert (qat["images_per_s"], qat["latency_ms"], qat["seeds"]) == (45_000, pytest.approx(0.2), 2)

@@ -122,6 +122,15 @@ def test_the_arms_run_end_to_end_and_share_what_the_design_says(local_cifar, tmp
     assert gain["n"] == 2 and gain["differences"][0] == pytest.approx(
         runs["transfer learning"][0]["test_acc"] - runs["scratch"][0]["test_acc"])
     assert result["verdict"].startswith("With 20 labels, transfer learning - distilled")
+    for rs in runs.values():
+        for r in rs:
+            m = r["teacher_mistakes"]
+            assert m["teacher_wrong"] > 0, "a 20-label teacher gets some of 20 test images wrong"
+            assert m["same_mistake"] + m["student_right"] + m["other_mistake"] == pytest.approx(1)
+    mistake = result["mistake_gains"]["distilled, transfer set - scratch"]
+    assert mistake["differences"][1] == pytest.approx(runs["distilled, transfer set"][1]["teacher_mistakes"]
+                                                      ["same_mistake"] - runs["scratch"][1]["teacher_mistakes"]
+                                                      ["same_mistake"])
 
     calls.clear()
     again = limited_data_rule(local_cifar, T=2.0, alpha=0.5, budget=TINY, store=tmp_path / "runs", log=None)

@@ -112,9 +112,11 @@ def test_factorize_needs_exactly_one_of_ranks_and_energy():
         factorize(model, ranks={"pool": 1})
 
 
-def test_factorizable_layers_skip_the_frozen_whitening_stem():
-    names = set(factorizable_layers(models.create("teacher")))
+def test_factorizable_layers_skip_the_whitening_stem_even_of_a_frozen_teacher():
+    teacher = models.create("teacher")
+    names = set(factorizable_layers(teacher))
     assert "stem" not in names and {"layers.0.conv1", "layers.2.conv2", "head"} <= names
+    assert set(factorizable_layers(teacher.requires_grad_(False))) == names, "distillation freezes its teacher"
 
 
 def test_a_trained_student_at_full_rank_predicts_as_before_and_keeps_batchnorm():

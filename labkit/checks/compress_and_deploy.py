@@ -428,3 +428,40 @@ def check_bn_reestimation(reestimate_by_hand: Callable, model: nn.Module, images
     _passed(f"the same statistics as reestimate_batchnorm; accuracy on {len(test_labels):,} test images {mine:.2%} "
             f"(reestimate_batchnorm: {theirs:.2%}). torch.no_grad() only saves memory here; eval() is what the "
             "predictions need")
+
+
+def _composed(vertical: torch.Tensor, horizontal: torch.Tensor) -> torch.Tensor:
+    """The k x k weight that a vertical (rank, c_in, k, 1) and a horizontal (c_out, rank, 1, k) filter compute."""
+    return torch.einsum("riy,orx->oiyx", vertical[..., 0].double(), horizontal[:, :, 0].double())
+
+
+def check_spatial_svd(spatial_svd: Callable, conv: nn.Conv2d, rank: int) -> None:
+    """Lab of 09_compress_and_deploy, low-rank section: ``spatial_svd(conv, rank)`` returns the weights
+    ``(vertical, horizontal)`` of a k x 1 convolution to ``rank`` channels and a 1 x k one back to ``conv``'s
+    outputs, from the truncated SVD of conv's weight read as the matrix M[(i, y), (o, x)]. Compared, as the one
+    k x k weight the pair computes, with :func:`labkit.lowrank.factorize_conv`."""
+    from labkit.lowrank import factorize_conv
+
+    c_out, c_in, k, _ = conv.weight.shape
+    answer = _call(spatial_svd, "spatial_svd", copy.deepcopy(conv), rank)
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise CheckFailed("`spatial_svd` should return two weight tensors, (vertical, horizontal)")
+    vertical = _tensor(answer[0], "vertical", (rank, c_in, k, 1))
+    horizontal = _tensor(answer[1], "horizontal", (c_out, rank, 1, k))
+    expected = _composed(*(layer.weight.detach() for layer in factorize_conv(conv, rank)))
+    w = conv.weight.detach().double()
+    m = w.permute(1, 2, 0, 3).reshape(c_in * k, c_out * k)
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    no_s = (u[:, :rank] @ vh[:rank]).reshape(c_in, k, c_out, k).permute(2, 0, 1, 3)
+    wrong_layout = w.reshape(c_out * k, c_in * k)  # rows (o, i) mixed up: not a spatial split
+    u2, s2, vh2 = torch.linalg.svd(wrong_layout, full_matrices=False)
+    wrong = ((u2[:, :rank] * s2[:rank]) @ vh2[:rank]).reshape(c_out, c_in, k, k)
+    _compare(_composed(vertical, horizontal), expected, "the k x k weight your two filters compute", {
+        "the singular values are missing: scale the factors by S (sqrt(S) on each side, or S on one)": no_s,
+        "the matrix pairs the wrong axes: read the weight as M[(i, y), (o, x)], i.e. "
+        "w.permute(1, 2, 0, 3).reshape(c_in * k, c_out * k)": wrong,
+    }, rtol=1e-3, atol=1e-5)
+    error = (w - expected).norm().item()
+    _passed(f"rank {rank} of {min(m.shape)}: the weight's error is {error:.4f}, exactly the norm of the dropped "
+            f"singular values ({s[rank:].norm().item():.4f}, Eckart-Young); the pair costs "
+            f"{rank * k * (c_in + c_out):,} multiply-adds per pixel against {k * k * c_in * c_out:,}")

@@ -1,0 +1,70 @@
+"""What the parts of benchmarks/deploy.py share: finished work kept on disk, the calibration images, and the
+fine-tuning loop every compressed model gets (labels only, or distilled from the teacher)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from labkit import models
+from labkit.data import CifarData
+from labkit.evaluate import accuracy, predict_logits
+from labkit.train import distill
+
+VAL_PER_CLASS = 100  # the validation split that fine-tuning runs watch (the test split is used once, at the end)
+
+
+class Kept:
+    """Finished work kept as JSON under runs/deploy/: a part's result, or one run's numbers inside a part, named
+    by a hash of the settings that decide it. ``fresh`` ignores (and overwrites) what is kept."""
+
+    def __init__(self, folder: Path, fresh: bool):
+        self.folder, self.fresh = folder, fresh
+
+    def get(self, what: dict, make: Callable[[], object]) -> object:
+        name = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        path = self.folder / f"{name}.json"
+        if path.is_file() and not self.fresh:
+            return json.loads(path.read_text())["value"]
+        value = make()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"what": what, "value": value}, default=str))
+        tmp.replace(path)  # atomic: a half-written file is never taken for a finished one
+        return value
+
+
+def calibration_set(data: CifarData, quick: bool, seed: int = 0) -> torch.Tensor:
+    """Stratified training images for int8 calibration: the local copy is sorted by class, and its first 2,000
+    images are all airplanes."""
+    return data.subset(train_per_class=20 if quick else 200, seed=seed).train_images
+
+
+def fine_tune(model: nn.Module, teacher: nn.Module, data: CifarData, *, T: float, alpha: float, epochs: float,
+              lr: float, seed: int, batch_size: int, views: int | None = None, **overrides) -> nn.Module:
+    """``model`` fine-tuned in place (alpha = 0: labels only, the same loop), watching ``data``'s validation split.
+    The teacher's logits are cached for ``views`` fixed augmented views (default one per epoch), epoch e reading
+    view e % views: runs with the same views share one cache, whatever their epochs. ``overrides`` change other
+    fields of :class:`labkit.train.TrainConfig`."""
+    distill(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=views or math.ceil(epochs),
+            views_seed=0, seed=seed, lr=lr, batch_size=batch_size, progress=False, **overrides)
+    return model.eval()
+
+
+def trainable(model: models.CifarNet) -> models.CifarNet:
+    """A copy of ``model`` whose parameters train as its recipe says: distillation freezes the teacher it reads
+    (``requires_grad`` off), so a plain copy of that teacher would not learn."""
+    fresh = models.CifarNet(**model.config)
+    fresh.load_state_dict(model.state_dict())
+    return fresh.eval()
+
+
+def accuracy_on_test(model: nn.Module, data: CifarData) -> float:
+    """Accuracy on the whole test split (used once per final model)."""
+    return accuracy(predict_logits(model, data.test_images), data.test_labels)
