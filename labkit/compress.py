@@ -46,7 +46,7 @@ from torch.nn.utils import prune
 
 from labkit.evaluate import accuracy, predict_logits
 from labkit.loader import to_float
-from labkit.models import CifarNet, ConvGroup, as_model_input, count_parameters, forward_flops
+from labkit.models import CifarNet, ConvGroup, as_model_input, count_parameters, forward_flops, whitening_stem
 from labkit.speed import latency_ms, throughput
 
 
@@ -54,7 +54,7 @@ def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """(module, "weight") of every convolution and linear layer but a whitening stem (set from the data by
     :func:`labkit.models.init_whitening`, not learned). Whether a weight trains does not matter: a teacher that
     distillation froze (``requires_grad`` off) prunes like a trainable one."""
-    stem = getattr(model, "stem", None) if getattr(model, "whiten", False) else None
+    stem = whitening_stem(model)
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not stem]
 
 

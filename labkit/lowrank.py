@@ -26,6 +26,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from labkit.models import whitening_stem
+
 
 class LowRankError(ValueError):
     """A rank or a layer that low-rank factorization cannot take; the message says which and what to do."""
@@ -131,7 +133,7 @@ def factorizable_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
     """Name -> layer for every linear layer and every plain k x k (k > 1) convolution: the layers a low-rank
     factorization can make cheaper (a whitening stem, set from the data rather than learned, and 1 x 1
     convolutions are left out)."""
-    stem = getattr(model, "stem", None) if getattr(model, "whiten", False) else None
+    stem = whitening_stem(model)
     found = {}
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d)) or module is stem:

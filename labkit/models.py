@@ -192,6 +192,12 @@ def create(name: str, num_classes: int = 10) -> CifarNet:
     return model
 
 
+def whitening_stem(model: nn.Module) -> nn.Module | None:
+    """The frozen whitening stem of a ``CifarNet`` built with ``whiten=True`` (set from the data by
+    :func:`init_whitening`, not learned), else None: compression leaves it alone (09_compress_and_deploy)."""
+    return getattr(model, "stem", None) if getattr(model, "whiten", False) else None
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not) — what the model costs to store."""
     return sum(p.numel() for p in model.parameters())
