@@ -27,10 +27,17 @@ class Kept:
     def __init__(self, folder: Path, fresh: bool):
         self.folder, self.fresh = folder, fresh
 
-    def get(self, what: dict, make: Callable[[], object]) -> object:
+    def _path(self, what: dict) -> Path:
         name = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
-        path = self.folder / f"{name}.json"
-        if path.is_file() and not self.fresh:
+        return self.folder / f"{name}.json"
+
+    def has(self, what: dict) -> bool:
+        """Whether :meth:`get` would read ``what`` back instead of making it."""
+        return self._path(what).is_file() and not self.fresh
+
+    def get(self, what: dict, make: Callable[[], object]) -> object:
+        path = self._path(what)
+        if self.has(what):
             return json.loads(path.read_text())["value"]
         value = make()
         self.folder.mkdir(parents=True, exist_ok=True)

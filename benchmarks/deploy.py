@@ -553,10 +553,13 @@ def main() -> None:
         settings, run = make[part]
         print(f"{part}: about {minutes[part]:g} min", flush=True)
         part_started = time.perf_counter()
-        result = Kept(runs / "parts", fresh(part)).get({"part": part, "quick": quick, **settings}, run)
+        kept, what = Kept(runs / "parts", fresh(part)), {"part": part, "quick": quick, **settings}
+        read_back = kept.has(what)
+        result = kept.get(what, run)
         payload.update(result if part == "engines" else {part: result})
         payload["parts"][part] = settings
-        payload["part_seconds"][part] = round(time.perf_counter() - part_started, 1)  # ~0 when read back
+        if not read_back:  # a part read back keeps the time recorded by the call that ran it
+            payload["part_seconds"][part] = round(time.perf_counter() - part_started, 1)
         write_json(name, payload)  # every finished part is in the results at once
     transfer = RESULTS / "transfer_set.json"
     payload["decision_matrix"] = pareto_front(decision_rows(payload, json.loads(transfer.read_text())

@@ -14,9 +14,15 @@ FP32_ENGINES = ("fp32 eager", "fp32 compiled", "ORT fp32")
 INT8_ENGINES = ("int8 compiled", "ORT int8")
 
 
-def _fastest(deploy: dict, model: str, engines: Sequence[str]) -> str:
-    timed = deploy["timings"]["batch_256"]
-    return max(engines, key=lambda e: timed[f"{model}, {e}"]["images_per_s"]["median"])
+def _quickest(timings: dict, label: str, engines: Sequence[str], speed: str) -> str:
+    """The engine of ``engines`` with the highest throughput, or the lowest latency."""
+    if speed == "latency_ms":
+        return min(engines, key=lambda e: timings["batch_1"][f"{label}, {e}"]["ms"]["median"])
+    return max(engines, key=lambda e: timings["batch_256"][f"{label}, {e}"]["images_per_s"]["median"])
+
+
+def _fastest(deploy: dict, model: str, engines: Sequence[str], speed: str) -> str:
+    return _quickest(deploy["timings"], model, engines, speed)
 
 
 def _speed(deploy: dict, model: str, engine: str) -> dict:
@@ -27,9 +33,8 @@ def _speed(deploy: dict, model: str, engine: str) -> dict:
             "images_per_s": deploy["timings"]["batch_256"][key]["images_per_s"]["median"]}
 
 
-def _fastest_compressed(deploy: dict, label: str, engines: Sequence[str]) -> str:
-    timed = deploy["compression_speed"]["timings"]["lowrank"]["batch_256"]
-    return max(engines, key=lambda e: timed[f"{label}, {e}"]["images_per_s"]["median"])
+def _fastest_compressed(deploy: dict, label: str, engines: Sequence[str], speed: str) -> str:
+    return _quickest(deploy["compression_speed"]["timings"]["lowrank"], label, engines, speed)
 
 
 def _compressed_speed(deploy: dict, label: str, engine: str) -> dict:
@@ -45,16 +50,20 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
-def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fraction: str = "0.02") -> list[dict]:
+def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fraction: str = "0.02",
+                  speed: str = "images_per_s") -> list[dict]:
     """The decision matrix's rows from ``deploy`` (the JSON of ``benchmarks/deploy.py``) and ``transfer_set`` (the
     JSON of ``benchmarks/transfer_set.py``), for the parts that were run.
 
-    fp32 and int8 rows are the fastest engine of each kind (named in ``engine``). Rows whose network is one already
+    fp32 and int8 rows are the fastest engine of each kind (named in ``engine``): the highest throughput at batch
+    256, or with ``speed="latency_ms"`` the lowest latency at batch 1 (:func:`pareto_front`'s two views). Rows whose network is one already
     timed take its size and speed: the scratch and transfer-set students are ``student_small`` in fp32 like the
     distilled one; a QAT student runs the int8 student's kernels (4-bit weights are stored and run as int8).
     Pruned rows take the timings of their own, narrower networks (``"<model> pruned, fp32 eager"``). Accuracies
     over seeds are means; ``seeds`` says how many.
     """
+    if speed not in ("images_per_s", "latency_ms"):
+        raise ValueError(f"speed is 'images_per_s' (batch-256 throughput) or 'latency_ms' (batch 1), got {speed!r}")
     rows = []
 
     def add(strategy: str, test_acc: float, speed: dict, engine: str, measured_by: str, seeds: int = 1) -> None:
@@ -63,16 +72,16 @@ def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fract
 
     quality = deploy["quality"]
     for model, name in (("teacher", "teacher"), ("student", "student distilled")):
-        fp32, int8 = _fastest(deploy, model, FP32_ENGINES), _fastest(deploy, model, INT8_ENGINES)
+        fp32, int8 = _fastest(deploy, model, FP32_ENGINES, speed), _fastest(deploy, model, INT8_ENGINES, speed)
         add(f"{name}, fp32", quality[model][fp32]["test_acc"], _speed(deploy, model, fp32), fp32, "engines")
         add(f"{name}, int8", quality[model][int8]["test_acc"], _speed(deploy, model, int8), int8, "engines")
-    student_fp32 = _fastest(deploy, "student", FP32_ENGINES)
+    student_fp32 = _fastest(deploy, "student", FP32_ENGINES, speed)
     if "scratch_student" in deploy:
         add("student scratch, fp32", deploy["scratch_student"]["test_acc"], _speed(deploy, "student", student_fp32),
             student_fp32, "engines (student_small_scratch, timed as the distilled student)")
     if "qat" in deploy:
         q = deploy["qat"]
-        int8 = _fastest(deploy, "student", INT8_ENGINES)
+        int8 = _fastest(deploy, "student", INT8_ENGINES, speed)
         bits = q["settings"]["weight_bits"]
         for arm, label in (("post-training", "post-training"), ("QAT KD", "QAT + KD"), ("QAT labels", "QAT, labels")):
             accs = q["arms"][arm]["test_acc"]
@@ -99,13 +108,13 @@ def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fract
                 if "KD, int8" in row:  # int8 accuracy is measured for the students only
                     kinds.append(("int8", INT8_ENGINES, row["KD, int8"]))
                 for kind, engines, accs in kinds:
-                    engine = _fastest_compressed(deploy, label, engines)
+                    engine = _fastest_compressed(deploy, label, engines, speed)
                     add(f"{name}, low-rank ({energy:.0%} energy) + KD, {kind}", _mean(accs),
                         _compressed_speed(deploy, label, engine), engine, "lowrank (timed by compression_speed)",
                         len(accs))
     if "mobile" in deploy and "compression_speed" in deploy:
         m, label = deploy["mobile"], f"student, pruned {deploy['mobile']['amount']:.0%}"
-        engine = _fastest_compressed(deploy, label, INT8_ENGINES)
+        engine = _fastest_compressed(deploy, label, INT8_ENGINES, speed)
         for arm in ("pruned, int8 QAT with KD", "pruned, KD, then int8", "pruned, int8, no recovery"):
             accs = m["arms"][arm]["test_acc"]
             add(f"student distilled, {arm}", _mean(accs), _compressed_speed(deploy, label, engine), engine,

@@ -84,6 +84,17 @@ def test_decision_rows_are_read_from_the_measured_parts():
     assert len(decision_rows(minimal)) == 4, "only the parts that were run"
 
 
+def test_the_latency_view_takes_each_kind_at_its_lowest_latency_engine():
+    d = fake_deploy()
+    d["timings"]["batch_1"]["student, int8 compiled"]["ms"] = spread(0.1)  # quicker alone, slower in batches
+    by_throughput = {r["strategy"]: r for r in decision_rows(d)}["student distilled, int8"]
+    by_latency = {r["strategy"]: r for r in decision_rows(d, speed="latency_ms")}["student distilled, int8"]
+    assert (by_throughput["engine"], by_latency["engine"]) == ("ORT int8", "int8 compiled")
+    assert (by_latency["latency_ms"], by_latency["images_per_s"]) == (0.1, 10_000), "that engine's own numbers"
+    with pytest.raises(ValueError, match="latency_ms"):
+        decision_rows(d, speed="ms")
+
+
 def test_deploy_reads_the_chosen_distillation_settings_or_says_it_fell_back(tmp_path):
     path = tmp_path / "kd_headline.json"
     fallback = deploy.distillation_settings(path)
@@ -100,6 +111,8 @@ def test_deploy_keeps_finished_work_and_estimates_every_part(tmp_path):
     assert kept.get({"part": "qat", "seed": 0}, make) == {"test_acc": 0.5}
     assert kept.get({"seed": 0, "part": "qat"}, make) == {"test_acc": 0.5} and len(calls) == 1
     kept.get({"part": "qat", "seed": 1}, make)
+    assert kept.has({"seed": 1, "part": "qat"}) and not kept.has({"part": "qat", "seed": 2})
+    assert not deploy.Kept(tmp_path, fresh=True).has({"part": "qat", "seed": 1}), "fresh makes it again"
     deploy.Kept(tmp_path, fresh=True).get({"part": "qat", "seed": 0}, make)
     assert len(calls) == 3 and not list(tmp_path.glob("*.tmp"))
     args = argparse.Namespace(repeats=11, epochs=1.0, scratch_epochs=3.0, qat_epochs=0.5, prune_amount=0.5)
