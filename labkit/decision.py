@@ -56,8 +56,8 @@ def decision_rows(deploy: dict, transfer_set: dict | None = None, transfer_fract
     JSON of ``benchmarks/transfer_set.py``), for the parts that were run.
 
     fp32 and int8 rows are the fastest engine of each kind (named in ``engine``): the highest throughput at batch
-    256, or with ``speed="latency_ms"`` the lowest latency at batch 1 (:func:`pareto_front`'s two views). Rows whose network is one already
-    timed take its size and speed: the scratch and transfer-set students are ``student_small`` in fp32 like the
+    256, or with ``speed="latency_ms"`` the lowest latency at batch 1 (:func:`pareto_front`'s two views).
+    Rows whose network is one already timed take its size and speed: the scratch and transfer-set students are ``student_small`` in fp32 like the
     distilled one; a QAT student runs the int8 student's kernels (4-bit weights are stored and run as int8).
     Pruned rows take the timings of their own, narrower networks (``"<model> pruned, fp32 eager"``). Accuracies
     over seeds are means; ``seeds`` says how many.

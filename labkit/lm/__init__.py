@@ -1,0 +1,67 @@
+"""Distilling a character-level language model (introduced in 12_distill_language_model).
+
+Everything the notebook needs, small enough to train on a CPU: an offline corpus (Python's own documentation), a
+character tokenizer, a nanoGPT-style causal transformer, sampling, the token-level losses of language-model
+distillation (forward KL, reverse KL, generalized Jensen-Shannon) and a training loop whose two choices, *on whose
+text* (:func:`batch_from_corpus`, :func:`batch_from_model_samples`) and *which loss* (:func:`ce_objective`,
+:func:`teacher_objective`), are plain arguments, so each arm of the notebook is one call of :func:`train_lm`.
+
+The package has one module per concept: corpus, tokenizer, model, store (saving and loading), sampling, losses,
+batches, metrics, training and experiment (the notebook's budget); every public name is also here.
+"""
+
+from __future__ import annotations
+
+from labkit.lm.corpus import CorpusMismatchError, Corpus, load_corpus
+from labkit.lm.tokenizer import VocabularyMismatchError, CharTokenizer, check_same_vocabulary
+from labkit.lm.model import LMConfig, CausalSelfAttention, Block, CharTransformer
+from labkit.lm.store import LoadedLM, save_lm, load_lm, LM_TEACHER_FILE, LM_TEACHER_SHA256, load_lm_teacher
+from labkit.lm.sampling import sample
+from labkit.lm.losses import forward_kl, reverse_kl, generalized_jsd, next_token_cross_entropy
+from labkit.lm.batches import TokenBatch, batch_from_corpus, batch_from_model_samples, batch_from_rows, text_windows
+from labkit.lm.metrics import bits_per_character, distinct_ngrams, sample_entropy, window_logits, compare_to_teacher
+from labkit.lm.training import Objective, ce_objective, teacher_objective, LMTrainConfig, lr_multiplier, train_lm
+from labkit.lm.experiment import DistillBudget, distill_budget, model_text
+
+__all__ = [
+    "CorpusMismatchError",
+    "Corpus",
+    "load_corpus",
+    "VocabularyMismatchError",
+    "CharTokenizer",
+    "check_same_vocabulary",
+    "LMConfig",
+    "CausalSelfAttention",
+    "Block",
+    "CharTransformer",
+    "LoadedLM",
+    "save_lm",
+    "load_lm",
+    "LM_TEACHER_FILE",
+    "LM_TEACHER_SHA256",
+    "load_lm_teacher",
+    "sample",
+    "forward_kl",
+    "reverse_kl",
+    "generalized_jsd",
+    "next_token_cross_entropy",
+    "TokenBatch",
+    "batch_from_corpus",
+    "batch_from_model_samples",
+    "batch_from_rows",
+    "text_windows",
+    "bits_per_character",
+    "distinct_ngrams",
+    "sample_entropy",
+    "window_logits",
+    "compare_to_teacher",
+    "Objective",
+    "ce_objective",
+    "teacher_objective",
+    "LMTrainConfig",
+    "lr_multiplier",
+    "train_lm",
+    "DistillBudget",
+    "distill_budget",
+    "model_text",
+]
