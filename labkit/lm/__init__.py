@@ -7,7 +7,8 @@ text* (:func:`batch_from_corpus`, :func:`batch_from_model_samples`) and *which l
 :func:`teacher_objective`), are plain arguments, so each arm of the notebook is one call of :func:`train_lm`.
 
 The package has one module per concept: corpus, tokenizer, model, store (saving and loading), sampling, losses,
-batches, metrics, training and experiment (the notebook's budget); every public name is also here.
+batches, metrics, training and experiment (the notebook's budget); every public name is also here. ``labkit.lm.hf``
+(the models and tokenizer as Hugging Face ones) is imported on its own: it needs the ``llm`` extra.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""labkit.lm.hf: the course's character models and tokenizer as Hugging Face ones, checked against labkit's own
+(the oracle): the same logits, the same ids, and the same again after save_pretrained / from_pretrained."""
+
+from __future__ import annotations
+
+import builtins
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from labkit import lm
+from labkit.lm import hf
+
+
+def tiny_model(tie_weights: bool) -> lm.CharTransformer:
+    torch.manual_seed(0)
+    model = lm.CharTransformer(lm.LMConfig(12, context=16, n_layer=2, n_head=2, d_model=16, tie_weights=tie_weights))
+    with torch.no_grad():  # non-zero biases and gains, so that a swapped or dropped one shows
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.normal_(0.5 if name.endswith("weight") else 0.0, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher() -> lm.LoadedLM:
+    return lm.load_lm_teacher("cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out() -> str:
+    return lm.load_corpus().held_out[:3000]
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_the_gpt2_copy_computes_the_same_logits(tie_weights):
+    model = tiny_model(tie_weights)
+    ids = torch.randint(0, 12, (3, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(hf.to_hf(model)(ids).logits, model(ids), atol=1e-5)
+
+
+def test_the_shipped_teacher_reloads_from_save_pretrained_with_the_same_logits_and_ids(teacher, held_out, tmp_path):
+    model, tokenizer = teacher.model, teacher.tokenizer
+    ids = tokenizer.encode(held_out)[: 4 * model.config.context].view(4, -1)
+    folder = hf.save_hf(model, tokenizer, tmp_path / "teacher")
+    reloaded, fast = AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        gap = (reloaded(ids).logits - model(ids)).abs().max().item()
+    assert gap < 1e-4, f"largest logit difference {gap}"
+    assert fast(held_out, add_special_tokens=False)["input_ids"] == tokenizer.encode(held_out).tolist()
+
+
+def test_the_fast_tokenizer_keeps_every_id_and_maps_unknown_characters_to_zero(teacher):
+    tokenizer = teacher.tokenizer
+    fast = hf.hf_tokenizer(tokenizer)
+    text = "def f(x):\n\treturn x  # ok\r\n" + "\N{SNOWMAN}\N{LINE SEPARATOR}"
+    ids = fast(text, add_special_tokens=False)["input_ids"]
+    assert ids == tokenizer.encode(text).tolist() and ids[-2:] == [lm.CharTokenizer.UNKNOWN] * 2
+    assert fast.decode(ids) == tokenizer.decode(torch.tensor(ids)), "decoding joins characters without spaces"
+    assert len(fast) == tokenizer.vocab_size
+
+
+def test_saving_a_model_with_another_vocabulary_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer it was trained with"):
+        hf.save_hf(tiny_model(True), lm.CharTokenizer(("a", "b")), tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_without_transformers_the_error_says_how_to_install_it(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == "transformers":
+            raise ImportError("No module named 'transformers'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    with pytest.raises(hf.MissingLibraryError, match=r"\.\[llm\]"):
+        hf.to_hf(tiny_model(True))
