@@ -79,3 +79,45 @@ def test_without_transformers_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_transformers)
     with pytest.raises(hf.MissingLibraryError, match=r"\.\[llm\]"):
         hf.to_hf(tiny_model(True))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_trl_gkd_loss_is_labkits_divergence_on_the_completion(beta):
+    from trl.experimental.gkd import GKDTrainer
+
+    student, teacher = torch.randn(2, 10, 7), torch.randn(2, 10, 7)
+    labels = torch.ones(2, 10, dtype=torch.long)
+    labels[:, :4] = -100  # the prompt
+    theirs = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=beta)
+    s, t = student[:, 4:], teacher[:, 4:]
+    ours = {0.0: lambda: lm.forward_kl(s, t), 1.0: lambda: lm.reverse_kl(s, t)}.get(
+        beta, lambda: lm.generalized_jsd(s, t, beta))()
+    assert torch.allclose(theirs, ours, atol=1e-6), "TRL's beta = 0 is forward KL, 1 reverse KL, between: JSD_beta"
+
+
+def test_one_trl_gkd_step_trains_the_gpt2_copy_offline(tmp_path):
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    tokenizer = lm.CharTokenizer(tuple("abcdefgh "))
+    student, teacher = hf.to_hf(tiny_model(True)).train(), hf.to_hf(tiny_model(False))
+    ids = tokenizer.encode("abc defg habc " * 20)
+    windows = ids[: 8 * 12].view(8, 12)  # ids below the tiny models' 12
+    before = student.transformer.h[0].mlp.c_fc.weight.detach().clone()
+    args = GKDConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, lmbda=1.0, beta=0.5,
+                     temperature=1.0, max_new_tokens=4, learning_rate=1e-2, report_to=[], bf16=False, use_cpu=True,
+                     save_strategy="no", gradient_checkpointing=False)
+    trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=hf.windows_dataset(windows),
+                         processing_class=hf.hf_tokenizer(tokenizer), data_collator=hf.WindowCollator(4))
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    assert not torch.equal(student.transformer.h[0].mlp.c_fc.weight.detach(), before), "the student learned"
+
+
+def test_the_window_collator_masks_the_prompt_and_refuses_short_windows():
+    batch = hf.WindowCollator(3)([{"input_ids": [1, 2, 3, 4, 5]}, {"input_ids": [5, 4, 3, 2, 1]}])
+    assert batch["labels"].tolist() == [[-100, -100, -100, 4, 5], [-100, -100, -100, 2, 1]]
+    assert batch["prompts"].tolist() == [[1, 2, 3], [5, 4, 3]]
+    with pytest.raises(ValueError, match="longer than"):
+        hf.WindowCollator(5)([{"input_ids": [1, 2, 3, 4, 5]}])
+    with pytest.raises(ValueError, match="at least 1"):
+        hf.WindowCollator(0)

@@ -99,3 +99,39 @@ def save_hf(model: CharTransformer, tokenizer: CharTokenizer, folder: str | Path
     to_hf(model).save_pretrained(folder)
     hf_tokenizer(tokenizer).save_pretrained(folder)
     return folder
+
+
+class WindowCollator:
+    """Batches for TRL's distillation trainers from fixed-length windows of token ids (introduced in
+    12_distill_language_model): the first ``prompt_tokens`` ids of each window are the prompt (what on-policy
+    training generates from; no loss on them), the rest the completion. Windows of one length need no padding."""
+
+    def __init__(self, prompt_tokens: int):
+        if prompt_tokens < 1:
+            raise ValueError(f"prompt_tokens must be at least 1, got {prompt_tokens}: on-policy generation starts "
+                             "from a prompt")
+        self.prompt_tokens = prompt_tokens
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        ids = torch.tensor([e["input_ids"] for e in examples], dtype=torch.long)
+        if ids.dim() != 2 or ids.shape[1] <= self.prompt_tokens:
+            raise ValueError(f"windows must be longer than the {self.prompt_tokens}-token prompt, got shape "
+                             f"{tuple(ids.shape)}")
+        labels = ids.clone()
+        labels[:, :self.prompt_tokens] = -100  # the trainers' "no loss here"
+        prompts = ids[:, :self.prompt_tokens]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+                "prompts": prompts, "prompt_attention_mask": torch.ones_like(prompts)}
+
+
+def windows_dataset(windows: torch.Tensor) -> Any:
+    """A ``datasets.Dataset`` with one ``input_ids`` row per window of a (rows, length) id tensor, for
+    :class:`WindowCollator` (12_distill_language_model)."""
+    try:
+        from datasets import Dataset
+    except ImportError as error:
+        raise MissingLibraryError(f"windows_dataset needs the datasets library: {LLM_EXTRA}") from error
+    if windows.dim() != 2 or windows.is_floating_point():
+        raise ValueError(f"windows must be a (rows, length) tensor of token ids, got {windows.dtype} "
+                         f"{tuple(windows.shape)}")
+    return Dataset.from_dict({"input_ids": windows.tolist()})
