@@ -399,3 +399,24 @@ def test_distill_budget_is_smaller_in_quick_mode(monkeypatch):
     assert config.steps == full.steps and config.seed == 3 and config.warmup_steps == full.steps // 10
     assert full.train_config(steps=40).warmup_steps == 4
     assert full.student_config(101).context == full.context
+
+
+def test_on_policy_metrics_read_the_models_own_text_through_the_teacher():
+    model = tiny_model()
+    torch.manual_seed(1)  # another teacher
+    teacher = lm.CharTransformer(lm.LMConfig(12, context=16, n_layer=1, n_head=2, d_model=16))
+    ids = torch.randint(1, 12, (200,), generator=torch.Generator().manual_seed(2))
+    samples = lm.batch_from_model_samples(model, ids, 4, 16, torch.Generator().manual_seed(3), prompt_length=5)
+    m = lm.on_policy_metrics(model, teacher, samples)
+    k, targets = samples.first_target, samples.targets[:, samples.first_target:]
+    with torch.no_grad():
+        log_q = torch.log_softmax(model(samples.inputs)[:, k:], -1)
+        log_p = torch.log_softmax(teacher(samples.inputs)[:, k:], -1)
+    bits = lambda log: -log.gather(-1, targets[..., None]).mean().item() / math.log(2)  # noqa: E731
+    assert m["teacher_bits_per_character"] == pytest.approx(bits(log_p), rel=1e-5)
+    assert m["model_bits_per_character"] == pytest.approx(bits(log_q), rel=1e-5)
+    kl = lambda a, b: (a.exp() * (a - b)).sum(-1).mean().item() / math.log(2)  # noqa: E731
+    assert (m["reverse_kl"], m["forward_kl"]) == (pytest.approx(kl(log_q, log_p), rel=1e-5),
+                                                  pytest.approx(kl(log_p, log_q), rel=1e-5))
+    same = lm.on_policy_metrics(model, model, samples)
+    assert same["reverse_kl"] == pytest.approx(0, abs=1e-6) and same["forward_kl"] == pytest.approx(0, abs=1e-6)

@@ -22,7 +22,8 @@ from labkit.lm.sampling import sample
 from labkit.lm.losses import forward_kl, reverse_kl, generalized_jsd, next_token_cross_entropy
 from labkit.lm.topk import TopKTargets, top_k_targets, kept_mass, truncation_kl, top_k_forward_kl, bytes_per_token
 from labkit.lm.batches import TokenBatch, batch_from_corpus, batch_from_model_samples, batch_from_rows, text_windows
-from labkit.lm.metrics import bits_per_character, distinct_ngrams, sample_entropy, window_logits, compare_to_teacher
+from labkit.lm.metrics import (bits_per_character, distinct_ngrams, sample_entropy, window_logits, compare_to_teacher,
+                               on_policy_metrics)
 from labkit.lm.training import Objective, ce_objective, teacher_objective, LMTrainConfig, lr_multiplier, train_lm
 from labkit.lm.experiment import DistillBudget, distill_budget, model_text
 
@@ -64,6 +65,7 @@ __all__ = [
     "sample_entropy",
     "window_logits",
     "compare_to_teacher",
+    "on_policy_metrics",
     "Objective",
     "ce_objective",
     "teacher_objective",

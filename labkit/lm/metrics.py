@@ -98,3 +98,23 @@ def compare_to_teacher(model: CharTransformer, windows: TokenBatch, teacher_logi
     return {"bits_per_character": next_token_cross_entropy(logits, windows.targets).item() / ln2,
             "forward_kl": forward_kl(logits, teacher_logits).item() / ln2,
             "reverse_kl": reverse_kl(logits, teacher_logits).item() / ln2}
+
+
+def on_policy_metrics(model: CharTransformer, teacher: CharTransformer, samples: TokenBatch) -> dict[str, float]:
+    """How ``model``'s own text looks to the teacher, in bits per sampled position (introduced in
+    12_distill_language_model).
+
+    ``samples`` are the model's own (:func:`batch_from_model_samples` of ``model``): the contexts on-policy
+    distillation trains on, not corpus text. ``teacher_bits_per_character``: the teacher's cross-entropy of the
+    sampled characters (how plausible the teacher finds the text; lower is better); ``model_bits_per_character``:
+    the model's own; ``reverse_kl`` KL(model || teacher) and ``forward_kl`` KL(teacher || model) at those contexts.
+    """
+    k, ln2 = samples.first_target, math.log(2)
+    with _evaluating(model), _evaluating(teacher):
+        logits = model(samples.inputs.to(_device(model)))[:, k:].float().cpu()
+        teacher_logits = teacher(samples.inputs.to(_device(teacher)))[:, k:].float().cpu()
+    targets = samples.targets[:, k:].cpu()
+    return {"teacher_bits_per_character": next_token_cross_entropy(teacher_logits, targets).item() / ln2,
+            "model_bits_per_character": next_token_cross_entropy(logits, targets).item() / ln2,
+            "reverse_kl": reverse_kl(logits, teacher_logits).item() / ln2,
+            "forward_kl": forward_kl(logits, teacher_logits).item() / ln2}
