@@ -121,3 +121,23 @@ def test_the_window_collator_masks_the_prompt_and_refuses_short_windows():
         hf.WindowCollator(5)([{"input_ids": [1, 2, 3, 4, 5]}])
     with pytest.raises(ValueError, match="at least 1"):
         hf.WindowCollator(0)
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_a_gpt2_copy_converts_back_to_the_same_model(tie_weights):
+    model = tiny_model(tie_weights)
+    back = hf.from_hf(hf.to_hf(model))
+    assert back.config == model.config
+    for (name, mine), theirs in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_only_gpt2_models_of_the_courses_shape_convert_back():
+    gpt2 = hf.to_hf(tiny_model(True))
+    with torch.no_grad():
+        gpt2.transformer.h[0].attn.c_attn.bias.fill_(0.1)
+    with pytest.raises(ValueError, match="biases"):
+        hf.from_hf(gpt2)
+    gpt2.config.activation_function = "gelu_new"
+    with pytest.raises(ValueError, match="exact GELU"):
+        hf.from_hf(gpt2)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from labkit.lm.model import CharTransformer
+from labkit.lm.model import CharTransformer, LMConfig
 from labkit.lm.tokenizer import CharTokenizer
 
 LLM_EXTRA = "pip install -e '.[llm]'"
@@ -43,23 +43,31 @@ def hf_config(model: CharTransformer) -> Any:
         bos_token_id=None, eos_token_id=None, pad_token_id=CharTokenizer.UNKNOWN)
 
 
-def _gpt2_state(model: CharTransformer) -> dict[str, torch.Tensor]:
-    # GPT-2's Conv1D stores (in, out), nn.Linear (out, in); CharTransformer's qkv has no bias, GPT-2's c_attn has one
-    s = {k: v.detach() for k, v in model.state_dict().items()}
-    out = {"transformer.wte.weight": s["tok_emb.weight"], "transformer.wpe.weight": s["pos_emb.weight"],
-           "transformer.ln_f.weight": s["ln_f.weight"], "transformer.ln_f.bias": s["ln_f.bias"]}
-    for i in range(model.config.n_layer):
+def _name_pairs(n_layer: int) -> list[tuple[str, str, bool]]:
+    """(CharTransformer name, GPT-2 name, transposed) of every weight: GPT-2's Conv1D stores (in, out), nn.Linear
+    (out, in)."""
+    pairs = [("tok_emb.weight", "transformer.wte.weight", False), ("pos_emb.weight", "transformer.wpe.weight", False),
+             ("ln_f.weight", "transformer.ln_f.weight", False), ("ln_f.bias", "transformer.ln_f.bias", False)]
+    for i in range(n_layer):
         b, h = f"blocks.{i}.", f"transformer.h.{i}."
-        out.update({
-            h + "ln_1.weight": s[b + "ln1.weight"], h + "ln_1.bias": s[b + "ln1.bias"],
-            h + "attn.c_attn.weight": s[b + "attn.qkv.weight"].T,
-            h + "attn.c_attn.bias": torch.zeros(3 * model.config.d_model),
-            h + "attn.c_proj.weight": s[b + "attn.proj.weight"].T, h + "attn.c_proj.bias": s[b + "attn.proj.bias"],
-            h + "ln_2.weight": s[b + "ln2.weight"], h + "ln_2.bias": s[b + "ln2.bias"],
-            h + "mlp.c_fc.weight": s[b + "mlp.0.weight"].T, h + "mlp.c_fc.bias": s[b + "mlp.0.bias"],
-            h + "mlp.c_proj.weight": s[b + "mlp.2.weight"].T, h + "mlp.c_proj.bias": s[b + "mlp.2.bias"]})
+        pairs += [(b + "ln1.weight", h + "ln_1.weight", False), (b + "ln1.bias", h + "ln_1.bias", False),
+                  (b + "attn.qkv.weight", h + "attn.c_attn.weight", True),
+                  (b + "attn.proj.weight", h + "attn.c_proj.weight", True),
+                  (b + "attn.proj.bias", h + "attn.c_proj.bias", False),
+                  (b + "ln2.weight", h + "ln_2.weight", False), (b + "ln2.bias", h + "ln_2.bias", False),
+                  (b + "mlp.0.weight", h + "mlp.c_fc.weight", True), (b + "mlp.0.bias", h + "mlp.c_fc.bias", False),
+                  (b + "mlp.2.weight", h + "mlp.c_proj.weight", True), (b + "mlp.2.bias", h + "mlp.c_proj.bias", False)]
+    return pairs
+
+
+def _gpt2_state(model: CharTransformer) -> dict[str, torch.Tensor]:
+    s = {k: v.detach() for k, v in model.state_dict().items()}
+    out = {gpt2: (s[mine].T if transposed else s[mine]).contiguous()
+           for mine, gpt2, transposed in _name_pairs(model.config.n_layer)}
+    for i in range(model.config.n_layer):  # CharTransformer's qkv has no bias; GPT-2's c_attn has one
+        out[f"transformer.h.{i}.attn.c_attn.bias"] = torch.zeros(3 * model.config.d_model)
     out["lm_head.weight"] = s["tok_emb.weight"] if model.head is None else s["head.weight"]
-    return {k: v.contiguous() for k, v in out.items()}
+    return out
 
 
 def to_hf(model: CharTransformer) -> Any:
@@ -72,6 +80,26 @@ def to_hf(model: CharTransformer) -> Any:
     if missing or unexpected:
         raise RuntimeError(f"GPT-2 weights not matched: missing {missing}, unexpected {unexpected}")
     return hf.eval()
+
+
+def from_hf(hf_model: Any) -> CharTransformer:
+    """A ``GPT2LMHeadModel`` of :func:`to_hf`'s shape (exact GELU, no attention bias) back as a
+    :class:`CharTransformer`, so that labkit's metrics read a model TRL trained (12_distill_language_model)."""
+    c = hf_model.config
+    if c.activation_function != "gelu" or (c.n_inner or 4 * c.n_embd) != 4 * c.n_embd:
+        raise ValueError(f"only GPT-2 models of to_hf's shape convert back (exact GELU, 4x MLP), got "
+                         f"{c.activation_function!r} and n_inner={c.n_inner}")
+    s = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    if any(s[f"transformer.h.{i}.attn.c_attn.bias"].abs().max() > 0 for i in range(c.n_layer)):
+        raise ValueError("the attention's query, key and value have biases, which CharTransformer lacks")
+    model = CharTransformer(LMConfig(c.vocab_size, context=c.n_positions, n_layer=c.n_layer, n_head=c.n_head,
+                                     d_model=c.n_embd, dropout=c.resid_pdrop, tie_weights=c.tie_word_embeddings))
+    state = {mine: (s[gpt2].T if transposed else s[gpt2]).contiguous()
+             for mine, gpt2, transposed in _name_pairs(c.n_layer)}
+    if model.head is not None:
+        state["head.weight"] = s["lm_head.weight"]
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def hf_tokenizer(tokenizer: CharTokenizer) -> Any:
