@@ -76,7 +76,7 @@ def to_hf(model: CharTransformer) -> Any:
     hf = _transformers().GPT2LMHeadModel(hf_config(model))
     missing, unexpected = hf.load_state_dict(_gpt2_state(model), strict=False)
     # the causal-mask buffers some versions register are not weights; anything else unmatched is a mapping error
-    missing = [k for k in missing if not k.endswith(("attn.bias", "attn.masked_bias"))]
+    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if missing or unexpected:
         raise RuntimeError(f"GPT-2 weights not matched: missing {missing}, unexpected {unexpected}")
     return hf.eval()
