@@ -16,7 +16,7 @@ its last checkpoint and reproduces the uninterrupted one (the wall time of every
 weights are written as float16 safetensors to labkit/weights/lm_teacher.safetensors, read back, and that file's
 bits per character on all the held-out topics measured; the model card labkit/weights/lm_teacher.md and
 benchmarks/results/lm_teacher.json hold the numbers. The printed sha256 goes into LM_TEACHER_SHA256 in
-labkit/lm.py, which load_lm_teacher() checks.
+labkit/lm/store.py, which load_lm_teacher() checks.
 
 ``--quick`` (or LABKIT_QUICK=1) trains a tiny model for 30 steps, in seconds, and writes everything under
 runs/lm_teacher_quick/ and to benchmarks/results/lm_teacher_quick.json: a smoke test that never touches the
@@ -159,7 +159,7 @@ def model_card(r: dict) -> str:
     return f"""# Model card: the character-level language-model teacher (`{r['file']}`)
 
 The teacher of `notebooks/12_distill_language_model.ipynb`, loaded with `labkit.lm.load_lm_teacher()`:
-safetensors (no pickle), float16, checked against the sha256 pinned in `labkit/lm.py` (`LM_TEACHER_SHA256`)
+safetensors (no pickle), float16, checked against the sha256 pinned in `labkit/lm/store.py` (`LM_TEACHER_SHA256`)
 before it is read. The vocabulary and the corpus hash are stored in the file's header.
 
 - sha256: `{r['sha256']}` ({r['file_bytes'] / 1e6:.2f} MB)
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not quick and payload["sha256"] == lm.LM_TEACHER_SHA256:
         print(f"sha256 {payload['sha256']}: matches LM_TEACHER_SHA256")
     elif not quick:
-        print(f"sha256 {payload['sha256']}: pin it, LM_TEACHER_SHA256 = \"{payload['sha256']}\" in labkit/lm.py")
+        print(f"sha256 {payload['sha256']}: pin it, LM_TEACHER_SHA256 = \"{payload['sha256']}\" in labkit/lm/store.py")
     return payload
 
 

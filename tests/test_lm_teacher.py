@@ -77,7 +77,7 @@ def test_load_lm_teacher_refuses_missing_unpinned_and_tampered_files(tmp_path):
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="not trained yet: run `python benchmarks/lm_teacher.py`")
 def test_shipped_teacher_matches_its_pin_and_its_held_out_score():
-    assert LM_TEACHER_SHA256, "pin the sha256 that benchmarks/lm_teacher.py printed in labkit/lm.py"
+    assert LM_TEACHER_SHA256, "pin the sha256 that benchmarks/lm_teacher.py printed in labkit/lm/store.py"
     assert sha256_of(SHIPPED) == LM_TEACHER_SHA256 and SHIPPED.stat().st_size <= 4 * 2**20
     recorded = json.loads((ROOT / "benchmarks" / "results" / "lm_teacher.json").read_text())
     assert recorded["sha256"] == LM_TEACHER_SHA256

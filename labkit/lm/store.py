@@ -102,6 +102,6 @@ def load_lm_teacher(device: str | torch.device | None = None, *, path: str | Pat
                            "continues an interrupted run)")
     if not sha256:
         raise WeightsError(f"the language-model teacher {path} has no pinned sha256: set LM_TEACHER_SHA256 in "
-                           "labkit/lm.py to the sha256 that `python benchmarks/lm_teacher.py` printed (also in "
+                           "labkit/lm/store.py to the sha256 that `python benchmarks/lm_teacher.py` printed (also in "
                            "labkit/weights/lm_teacher.md)")
     return load_lm(path, sha256, device)
