@@ -111,6 +111,7 @@ def test_one_trl_gkd_step_trains_the_gpt2_copy_offline(tmp_path):
     result = trainer.train()
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
     assert not torch.equal(student.transformer.h[0].mlp.c_fc.weight.detach(), before), "the student learned"
+    hf.from_hf(student)  # and is still a CharTransformer: the attention biases stayed at 0
 
 
 def test_the_window_collator_masks_the_prompt_and_refuses_short_windows():

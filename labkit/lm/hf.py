@@ -72,13 +72,16 @@ def _gpt2_state(model: CharTransformer) -> dict[str, torch.Tensor]:
 
 def to_hf(model: CharTransformer) -> Any:
     """``model`` as a ``transformers`` ``GPT2LMHeadModel`` with the same weights, in eval mode: its logits equal
-    ``model``'s to float tolerance (introduced in 12_distill_language_model)."""
+    ``model``'s to float tolerance (introduced in 12_distill_language_model). GPT-2's query, key and value biases,
+    which CharTransformer lacks, are zero and frozen, so that a trained copy still converts back."""
     hf = _transformers().GPT2LMHeadModel(hf_config(model))
     missing, unexpected = hf.load_state_dict(_gpt2_state(model), strict=False)
     # the causal-mask buffers some versions register are not weights; anything else unmatched is a mapping error
     missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
     if missing or unexpected:
         raise RuntimeError(f"GPT-2 weights not matched: missing {missing}, unexpected {unexpected}")
+    for block in hf.transformer.h:  # frozen at 0: trained, the copy stays a CharTransformer (from_hf)
+        block.attn.c_attn.bias.requires_grad_(False)
     return hf.eval()
 
 
