@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from labkit.atomic import write_text_atomic
 from labkit.results import machine_info as machine  # noqa: F401  (what the scripts record their numbers on)
 
 RESULTS = Path(__file__).parent / "results"
@@ -21,9 +22,7 @@ def print_table(rows: list[dict]) -> None:
 
 def write_json(name: str, payload: dict) -> Path:
     """Write ``payload`` plus the machine description to ``benchmarks/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    path = write_text_atomic(RESULTS / f"{name}.json", json.dumps({"machine": machine(), **payload}, indent=2))
     print(f"wrote {path}")
     return path
 
@@ -36,4 +35,4 @@ def write_report(name: str, payload: dict, title: str, about: str, table: str, q
     m = machine()
     header = (f"# {title}{' (quick mode: not a result)' if quick else ''}\n\n`{payload['command']}`: {about}, on "
               f"{m['cpu']} ({m['torch_threads']} torch threads), {m['date']}.\n\n")
-    (RESULTS / f"{name}.md").write_text(header + table)
+    write_text_atomic(RESULTS / f"{name}.md", header + table)

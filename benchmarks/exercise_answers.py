@@ -24,6 +24,7 @@ from torch import nn
 
 from _common import RESULTS, machine, print_table
 from labkit import models
+from labkit.atomic import write_text_atomic
 from labkit.beyond import distill_with_hints, function_matching
 from labkit.data import CifarData, load_cifar10
 from labkit.experiments import short_budget
@@ -230,7 +231,7 @@ def main() -> None:
         found = SECTIONS[name](ctx)
         found["minutes"] = round((time.perf_counter() - started) / 60, 1)
         results["sections"][name] = {"machine": machine(), "data": data.source, **found}
-        path.write_text(json.dumps(results, indent=2))  # after every section: a long run keeps what it measured
+        write_text_atomic(path, json.dumps(results, indent=2))  # after every section: a long run keeps what it measured
         print_table([{k: v for k, v in found.items() if isinstance(v, (int, float, str, bool))}])
     print(f"wrote {path}")
 

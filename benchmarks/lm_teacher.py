@@ -38,6 +38,7 @@ import torch
 
 from _common import machine
 from labkit import lm
+from labkit.atomic import write_text_atomic
 from labkit.pretrained import WEIGHTS_DIR
 from labkit.settings import QUICK_ENV, quick_mode
 
@@ -88,9 +89,8 @@ def train_teacher(model_kwargs: dict, config: lm.LMTrainConfig, batch_size: int,
                 timing["exact"] = False  # the timing file does not belong to the checkpoint resumed from
         if done % config.checkpoint_every == 0 or done == config.steps:
             elapsed = timing["seconds"] + time.perf_counter() - part_started
-            run_dir.mkdir(parents=True, exist_ok=True)
-            timing_file.write_text(json.dumps({**timing, "seconds": elapsed, "step": done,
-                                               "parts": timing["parts"] + 1}))
+            write_text_atomic(timing_file, json.dumps({**timing, "seconds": elapsed, "step": done,
+                                                        "parts": timing["parts"] + 1}))
 
     history = lm.train_lm(model, lambda g: lm.batch_from_corpus(train_ids, batch_size, context, g),
                           lm.ce_objective, config, out=run_dir, resume=resume, progress=progress, desc="teacher",
@@ -139,10 +139,8 @@ def train_teacher(model_kwargs: dict, config: lm.LMTrainConfig, batch_size: int,
         "history": history.rows,
         "machine": machine(),
     }
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(payload, indent=2))
-    card.parent.mkdir(parents=True, exist_ok=True)
-    card.write_text(model_card(payload))
+    write_text_atomic(results, json.dumps(payload, indent=2))
+    write_text_atomic(card, model_card(payload))
     return payload
 
 

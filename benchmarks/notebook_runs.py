@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import importlib.util
 import os
 import re
 import sys
@@ -35,6 +36,17 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _atomic_module():
+    """labkit/atomic.py on its own: importing the labkit package would load PyTorch into this process."""
+    spec = importlib.util.spec_from_file_location("labkit_atomic", ROOT / "labkit" / "atomic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+write_text_atomic = _atomic_module().write_text_atomic
 # No PyTorch in this process until the end (see _save): under --memory-limit, library pages it had loaded first
 # would be charged to it instead of to the kernel's cgroup.
 
@@ -225,7 +237,7 @@ def run_notebook(path: Path, inplace: bool, timeout_s: int, memory_limit_mib: in
         drop_progress_bars(notebook)
         if not inplace:
             executed.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, path if inplace else executed / path.name)
+        write_text_atomic(path if inplace else executed / path.name, nbformat.writes(notebook) + "\n")
     return {"notebook": path.name, "minutes": round(seconds / 60, 2), "completed": completed,
             "peak_rss_mb": memory.peak_rss_mb, "peak_anon_mb": memory.peak_anon_mb, "cuda_lib_mb": memory.cuda_lib_mb,
             "peak_rss_cell": memory.peak_rss_cell, "peak_anon_cell": memory.peak_anon_cell,

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from labkit import models
+from labkit.atomic import write_text_atomic
 from labkit.data import load_cifar10
 from labkit.distributed import processes
 from labkit.evaluate import accuracy, expected_calibration_error, predict_logits
@@ -135,7 +136,7 @@ def _finish(model, data, out: Path, started: float, history, num_processes: int)
     sha = save_weights(model, out / "model.safetensors")
     result = _report(model, data, time.perf_counter() - started, history, num_processes)
     result["weights_sha256"] = sha
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2))
     print(f"weights: {out / 'model.safetensors'} (sha256 {sha})")
 
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from labkit.atomic import atomic_path
 from labkit.evaluate import accuracy, predict_logits
 from labkit.loader import to_float
 from labkit.models import CifarNet, ConvGroup, as_model_input, count_parameters, forward_flops, whitening_stem
@@ -555,13 +556,12 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: tuple[int, int, 
     """Write ``model`` (in eval mode; it is not changed) as an ONNX file with a dynamic batch dimension: input
     ``images`` (float, N x 3 x 32 x 32, in [0, 1]), output ``logits``. Uses ``torch.onnx.export``'s
     ``torch.export``-based exporter; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, *image_size)
     batch = ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
-    torch.onnx.export(copy.deepcopy(model).cpu().eval(), (example,), path, input_names=["images"],
-                      output_names=["logits"], dynamic_shapes=batch, external_data=False, verbose=False)
-    return path
+    with atomic_path(path) as tmp:
+        torch.onnx.export(copy.deepcopy(model).cpu().eval(), (example,), tmp, input_names=["images"],
+                          output_names=["logits"], dynamic_shapes=batch, external_data=False, verbose=False)
+    return Path(path)
 
 
 class _Calibration:
@@ -592,15 +592,14 @@ def quantize_onnx_int8(onnx_path: str | Path, calibration_images: torch.Tensor, 
     if len(calibration_images) == 0:
         raise ValueError("quantize_onnx_int8 needs calibration images: pass a few thousand training images")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(out_path) as out_tmp:
         ready = Path(tmp) / "preprocessed.onnx"
         # ONNX Runtime's symbolic shape inference cannot follow the exporter's ReduceMax (the global max-pool);
         # ONNX's own shape inference, which the pre-processing still runs, is enough for these static shapes.
         quant_pre_process(str(onnx_path), str(ready), skip_symbolic_shape=True)
         reader = _Calibration(_input_name(ready), calibration_images, batch_size)
         with _quiet_backends():
-            quantize_static(str(ready), str(out_path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(ready), str(out_tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax,
                             reduce_range=default_reduce_range() if reduce_range is None else reduce_range)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from labkit.atomic import atomic_torch_save
 from labkit.settings import DATA_ENV, cache_dir
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -344,17 +344,3 @@ def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor], key: str) 
     blob = {"format": _CACHE_FORMAT, "key": key, "tensors": tensors,
             "crc32": {k: _checksum(v) for k, v in tensors.items()}}
     atomic_torch_save(blob, path)
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

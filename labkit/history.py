@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from typing import Iterable
 
+from labkit.atomic import atomic_path
+
 
 class History:
     """One row (a dict of numbers) per epoch; columns are read with ``history["test_acc"]``.
@@ -48,13 +50,11 @@ class History:
         return cls(dict(zip(columns, values)) for values in zip(*columns.values()))
 
     def to_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        return path
+        return Path(path)
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "History":

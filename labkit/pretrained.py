@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from labkit import models
+from labkit.atomic import atomic_path
 from labkit.settings import device as default_device
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -53,8 +54,8 @@ def save_weights(model: nn.Module, path: str | Path, half: bool = True) -> str:
     params = {name for name, _ in model.named_parameters()}
     state = {k: (v.half() if half and k in params and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
     return sha256_of(path)
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from labkit import models
+from labkit.atomic import write_text_atomic
 from labkit.data import CifarData, ImageSubset
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
@@ -236,7 +237,7 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
         return model, json.loads(kept.with_suffix(".json").read_text())
     model, record = make()
     save_weights(model, kept.with_suffix(".safetensors"), half=False)
-    kept.with_suffix(".json").write_text(json.dumps(record))  # written last: it marks the run finished
+    write_text_atomic(kept.with_suffix(".json"), json.dumps(record))  # written last: it marks the run finished
     return model, record
 
 

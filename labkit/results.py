@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from labkit.atomic import write_text_atomic
 from labkit.settings import cache_dir, native_bf16, precision, quick_mode
 
 
@@ -36,6 +37,4 @@ def save_results(name: str, payload: dict, folder: Path | None = None) -> Path:
     mode, so a test run never overwrites a full result) and return the path."""
     quick = quick_mode()
     path = (folder or results_dir()) / f"{name}{'_quick' if quick else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"machine": machine_info(), "quick_mode": quick, **payload}, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps({"machine": machine_info(), "quick_mode": quick, **payload}, indent=2))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 
+from labkit.atomic import write_text_atomic
+
 CODE_BEGIN, CODE_END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "# STUB: "
 MARKDOWN_BEGIN, MARKDOWN_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 _MARKDOWN_SOLUTION = re.compile(re.escape(MARKDOWN_BEGIN) + ".*?" + re.escape(MARKDOWN_END), re.DOTALL)
@@ -73,7 +75,7 @@ def write_student_copies(notebooks: list[Path], out: Path) -> list[Path]:
     written = []
     for path in notebooks:
         target = out / Path(path).name
-        nbformat.write(student_notebook(nbformat.read(path, as_version=4)), target)
+        write_text_atomic(target, nbformat.writes(student_notebook(nbformat.read(path, as_version=4))) + "\n")
         written.append(target)
     return written
 

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.notebook import tqdm as notebook_tqdm
 
-from labkit.data import CifarData, atomic_torch_save
+from labkit.atomic import atomic_torch_save
+from labkit.data import CifarData
 from labkit.distillation import distillation_loss_parts, kl_at_temperature
 from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits

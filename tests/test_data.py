@@ -19,7 +19,7 @@ from torchvision.io import decode_image, write_png
 
 from labkit import data, download
 from labkit.data import (CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CifarData, DataNotFoundError, ImageSubset,
-                         atomic_torch_save, load_cifar10, stratified_indices, tensor_cache_path)
+                         load_cifar10, stratified_indices, tensor_cache_path)
 from labkit.settings import DATA_ENV
 
 # torchvision 0.29 deprecates its image codecs, which the tiny copy is written and read with.
@@ -349,21 +349,6 @@ def test_cache_follows_images_added_replaced_and_removed(isolated_cache, tiny_co
     load_cifar10(tiny_copy, download=False, verbose=False, expect_full=False)
     assert len(decodes) == 4  # nothing changed: the cache is used
     assert list((isolated_cache / "tensors").iterdir()) == [tensor_cache_path(tiny_copy, "image-folder")]
-
-
-def test_atomic_save_leaves_the_old_file_when_saving_fails(tmp_path, monkeypatch):
-    path = tmp_path / "blob.pt"
-    atomic_torch_save({"x": torch.arange(3)}, path)
-
-    def fail_halfway(obj, f):
-        f.write(b"half a file")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", fail_halfway)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_torch_save({"x": torch.arange(5)}, path)
-    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.arange(3))
-    assert [p.name for p in tmp_path.iterdir()] == ["blob.pt"]
 
 
 # --- downloading -------------------------------------------------------------------------------------------------

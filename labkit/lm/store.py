@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from labkit.atomic import atomic_path
 from labkit.lm.model import CharTransformer, LMConfig
 from labkit.lm.tokenizer import CharTokenizer, VocabularyMismatchError
 from labkit.pretrained import WEIGHTS_DIR, WeightsError, load_weights, sha256_of
@@ -43,8 +44,8 @@ def save_lm(model: CharTransformer, tokenizer: CharTokenizer, path: str | Path, 
     # model would then give files of different sha256.
     header = {"config": asdict(model.config), "vocabulary": list(tokenizer.chars), "corpus_sha256": corpus_sha256 or ""}
     metadata = {_HEADER_KEY: json.dumps(header, sort_keys=True, ensure_ascii=False)}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return sha256_of(path)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit import settings
-from labkit.data import atomic_torch_save
+from labkit.atomic import atomic_torch_save
 from labkit.history import History
 from labkit.lm.batches import TokenBatch
 from labkit.lm.losses import next_token_cross_entropy
