@@ -43,6 +43,7 @@ from labkit.train import TrainConfig, distill
 
 # Summarised over seeds for every arm of every experiment.
 REPORTED = ("test_acc", "val_acc", "test_agreement", "test_kl", "test_ece")
+STORED_RUN_KEY = "labkit_stored_run"  # marks kept_model's format with a checksum of the weights
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,32 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
     if kept.with_suffix(".json").is_file():
         if say is not None:
             say(f"    (reusing the finished run {kept.name})")
-        model = load_weights(skeleton(), kept.with_suffix(".safetensors"))
-        return model, json.loads(kept.with_suffix(".json").read_text())
+        stored = _read_stored_run(kept.with_suffix(".json"))
+        if STORED_RUN_KEY not in stored:  # kept before stored runs carried a checksum
+            return load_weights(skeleton(), kept.with_suffix(".safetensors")), stored
+        return load_weights(skeleton(), kept.with_suffix(".safetensors"), stored["weights_sha256"]), stored["record"]
     model, record = make()
-    save_weights(model, kept.with_suffix(".safetensors"), half=False)
-    write_text_atomic(kept.with_suffix(".json"), json.dumps(record))  # written last: it marks the run finished
+    sha = save_weights(model, kept.with_suffix(".safetensors"), half=False)
+    # written last: it marks the run finished, and the checksum catches weights damaged since
+    write_text_atomic(kept.with_suffix(".json"), json.dumps({STORED_RUN_KEY: 1, "weights_sha256": sha,
+                                                              "record": record}))
     return model, record
+
+
+class StoredRunError(ValueError):
+    """A stored run (:func:`kept_model`) that cannot be read back; the message names the file and what to do."""
+
+
+def _read_stored_run(path: Path) -> dict:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise StoredRunError(f"the stored run {path} is damaged ({error}): delete it and its .safetensors file, and "
+                             "the run is trained again") from None
+    if not isinstance(stored, dict):
+        raise StoredRunError(f"the stored run {path} holds {type(stored).__name__}, not a run record: delete it and "
+                             "its .safetensors file, and the run is trained again")
+    return stored
 
 
 def training_set_digest(data: CifarData) -> str:

@@ -81,3 +81,44 @@ def test_a_stored_run_is_read_back_not_retrained_and_seeds_can_draw_their_own_ba
     again.with_training(fewer).train(1, T=2.0, alpha=0.5)
     again.with_training(again.data.keep_train(torch.arange(len(relabelled)) % 2 == 1)).train(1, T=2.0, alpha=0.5)
     assert len(calls) == 5  # the same number of images, other images
+
+
+def test_a_stored_run_reads_back_and_refuses_damage_with_the_file_named(tmp_path):
+    from labkit.pretrained import WeightsError
+
+    made = []
+
+    def make():
+        made.append(1)
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2), {"test_acc": 0.5}
+
+    what, skeleton = {"arm": "x", "seed": 0}, lambda: torch.nn.Linear(3, 2)
+    first, record = protocol.kept_model(tmp_path, what, make, skeleton)
+    again, record_again = protocol.kept_model(tmp_path, what, make, skeleton)
+    assert made == [1] and record_again == record == {"test_acc": 0.5}
+    assert torch.equal(again.weight, first.weight)
+    weights = next(tmp_path.glob("*.safetensors"))
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF  # one flipped bit of a tensor: a file that still loads, with a wrong number
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(WeightsError, match=weights.name):
+        protocol.kept_model(tmp_path, what, make, skeleton)
+    record_file = next(tmp_path.glob("*.json"))
+    record_file.write_text('{"labkit_stored_run": 1, "weights_sha')
+    with pytest.raises(protocol.StoredRunError, match=record_file.name + ".*delete it"):
+        protocol.kept_model(tmp_path, what, make, skeleton)
+
+
+def test_stored_runs_kept_before_the_checksum_still_read_back(tmp_path):
+    from labkit.pretrained import save_weights
+
+    what = {"arm": "old"}
+    stored, _ = protocol.kept_model(tmp_path / "new", what, lambda: (torch.nn.Linear(2, 2), {"acc": 1}),
+                                    lambda: torch.nn.Linear(2, 2))
+    name = next((tmp_path / "new").glob("*.json")).stem
+    save_weights(stored, tmp_path / f"{name}.safetensors", half=False)
+    (tmp_path / f"{name}.json").write_text(json.dumps({"acc": 0.25}))  # the old format: the record alone
+    model, record = protocol.kept_model(tmp_path, what, lambda: pytest.fail("must not train again"),
+                                        lambda: torch.nn.Linear(2, 2))
+    assert record == {"acc": 0.25} and torch.equal(model.weight, stored.weight)
