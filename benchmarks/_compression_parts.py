@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _deploy_kit import VAL_PER_CLASS, Kept, accuracy_on_test, calibration_set, fine_tune, trainable
+from _deploy_kit import VAL_PER_CLASS, Kept, accuracy_on_test, calibration_set, fine_tune
 from labkit import models
 from labkit.compress import (OnnxModel, compile_fp32, compile_int8, export_onnx, prune_channels, prune_unstructured,
                              quantize_onnx_int8, quantize_pt2e, reestimate_batchnorm, sparsity, stored_bytes,
@@ -49,7 +49,7 @@ def lowrank(floats: dict[str, nn.Module], data: CifarData, *, energies: tuple[fl
     for name, model in floats.items():
         rows = {"original": {**_size(model), "test_acc": accuracy_on_test(model, data)}}
         for energy in energies:
-            small = factorize(trainable(model), energy=energy)
+            small = factorize(model, energy=energy)
             row = {**_size(small), "ranks": small.lowrank_ranks, "no fine-tuning": accuracy_on_test(small, data)}
             for arm, a in (("labels", 0.0), ("KD", alpha)):
                 what = {"part": "lowrank", "model": name, "energy": energy, "arm": arm, "epochs": epochs, "T": T,

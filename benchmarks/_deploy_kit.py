@@ -12,7 +12,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from labkit import models
 from labkit.data import CifarData
 from labkit.evaluate import accuracy, predict_logits
 from labkit.train import distill
@@ -62,14 +61,6 @@ def fine_tune(model: nn.Module, teacher: nn.Module, data: CifarData, *, T: float
     distill(model, teacher, data, T=T, alpha=alpha, epochs=epochs, teacher_views=views or math.ceil(epochs),
             views_seed=0, seed=seed, lr=lr, batch_size=batch_size, progress=False, **overrides)
     return model.eval()
-
-
-def trainable(model: models.CifarNet) -> models.CifarNet:
-    """A copy of ``model`` whose parameters train as its recipe says: distillation freezes the teacher it reads
-    (``requires_grad`` off), so a plain copy of that teacher would not learn."""
-    fresh = models.CifarNet(**model.config)
-    fresh.load_state_dict(model.state_dict())
-    return fresh.eval()
 
 
 def accuracy_on_test(model: nn.Module, data: CifarData) -> float:

@@ -53,8 +53,8 @@ from labkit.speed import latency_ms, throughput
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """(module, "weight") of every convolution and linear layer but a whitening stem (set from the data by
-    :func:`labkit.models.init_whitening`, not learned). Whether a weight trains does not matter: a teacher that
-    distillation froze (``requires_grad`` off) prunes like a trainable one."""
+    :func:`labkit.models.init_whitening`, not learned). Whether a weight trains does not matter: a frozen model
+    (``requires_grad`` off) prunes like a trainable one."""
     stem = whitening_stem(model)
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not stem]
 

@@ -17,15 +17,18 @@ from labkit.settings import LEGACY_PRECISION, autocast, cache_dir, precision
 
 
 class FrozenTeacher(nn.Module):
-    """Wraps a teacher so it can only predict: eval mode for life, no gradients, BatchNorm statistics fixed.
+    """Wraps a teacher so it can only predict: every forward pass in eval mode and without gradients, BatchNorm
+    statistics fixed.
 
-    ``.train()`` on the wrapper is ignored, and a teacher switched to training mode behind the wrapper's back
-    is put back in eval mode before every forward pass.
+    The wrapped model is the caller's and is left as the caller had it: its parameters keep their
+    ``requires_grad``, and its mode is switched to eval only for the forward pass, then given back (a later
+    ``train(teacher, ...)`` must still train it). ``.train()`` on the wrapper is ignored.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model.requires_grad_(False).eval()
+        self.model = model
+        self.training = False
 
     @property
     def fixed_precision(self) -> str | None:
@@ -33,13 +36,16 @@ class FrozenTeacher(nn.Module):
         return getattr(self.model, "fixed_precision", None)
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
-        return super().train(False)
+        return self  # not passed on to the caller's model (nn.Module.train would be)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.model.training:
-            self.model.eval()
-        with torch.no_grad():
-            return self.model(x)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            self.model.train(was_training)
 
 
 def fingerprint(model: nn.Module) -> str:

@@ -374,5 +374,5 @@ def test_a_frozen_teacher_prunes_like_a_trainable_one():
     teacher = load_pretrained("teacher")  # trained weights: a fresh network starts with many exact zeros (Dirac)
     layers = prunable_weights(teacher)
     assert teacher.stem not in [m for m, _ in layers] and len(layers) == 7  # six convolutions and the head
-    assert len(prunable_weights(teacher.requires_grad_(False))) == 7, "distillation freezes its teacher"
+    assert len(prunable_weights(teacher.requires_grad_(False))) == 7, "a frozen teacher prunes alike"
     assert sparsity(prune_unstructured(teacher, 0.5)) == pytest.approx(0.5, abs=0.01)

@@ -63,6 +63,7 @@ def _teacher_snapshot(teacher):
 def test_distillation_learns_and_keeps_the_teacher_frozen(small_cifar, trained_small, private_cache, views):
     teacher, _ = trained_small
     before = _teacher_snapshot(teacher)
+    trainable = [p.requires_grad for p in teacher.parameters()]  # BatchNorm gains are frozen by design
     torch.manual_seed(1)
     student = models.create("student_small")
     history = distill(student, teacher, small_cifar, T=4.0, alpha=0.7, epochs=3, teacher_views=views, **FAST)
@@ -71,20 +72,23 @@ def test_distillation_learns_and_keeps_the_teacher_frozen(small_cifar, trained_s
     assert history.last["test_agreement"] > history.rows[0]["test_agreement"] - 0.05
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "teacher weights or BN statistics changed"
-    assert not any(p.requires_grad for p in teacher.parameters())
-    assert not teacher.training
+    assert [p.requires_grad for p in teacher.parameters()] == trainable, "the caller's teacher can still be trained"
 
 
-def test_frozen_teacher_stays_in_eval_mode_and_gives_no_gradients(trained_small):
-    teacher = FrozenTeacher(trained_small[0])
+def test_frozen_teacher_predicts_in_eval_mode_without_gradients_and_leaves_the_model_as_it_was(trained_small):
+    model = trained_small[0].train()
+    trainable = [p.requires_grad for p in model.parameters()]
+    teacher = FrozenTeacher(model)
     teacher.train()
-    assert not teacher.training and not teacher.model.training
-    teacher.model.train()  # behind the wrapper's back
-    running_mean = teacher.model.layers[0].norm1.running_mean.clone()
-    out = teacher(torch.rand(8, 3, 32, 32, requires_grad=True))
-    assert not teacher.model.training
+    assert not teacher.training and model.training, "the wrapper's mode is not passed on to the caller's model"
+    running_mean = model.layers[0].norm1.running_mean.clone()
+    x = torch.rand(8, 3, 32, 32, requires_grad=True)
+    out = teacher(x)
     assert out.grad_fn is None and not out.requires_grad
-    assert torch.equal(running_mean, teacher.model.layers[0].norm1.running_mean)
+    assert torch.equal(running_mean, model.layers[0].norm1.running_mean), "BatchNorm statistics fixed"
+    assert model.training and [p.requires_grad for p in model.parameters()] == trainable, "given back as it was"
+    with torch.no_grad():
+        assert torch.equal(out, model.eval()(x)), "the prediction of the model in eval mode"
 
 
 def test_teacher_logits_are_cached_and_reused(small_cifar, trained_small, private_cache):
