@@ -165,6 +165,15 @@ def init_whitening(model: CifarNet, images: torch.Tensor, eps: float = 5e-4) -> 
     model.stem.weight.copy_(torch.cat([filters, -filters]).float())
 
 
+def is_whitened(model: CifarNet) -> bool:
+    """Whether ``model``'s whitening stem was already set from data: :func:`init_whitening` writes its filters in
+    +/- pairs, which a randomly initialised stem never has (introduced in 04_cifar_teacher). Training a trained
+    teacher again keeps its stem instead of recomputing it from other images."""
+    w = model.stem.weight.detach()
+    half = len(w) // 2
+    return bool(model.whiten and w.abs().sum() > 0 and torch.equal(w[half:], -w[:half]))
+
+
 _REGISTRY: dict[str, Callable[..., CifarNet]] = {
     "teacher": lambda **kw: CifarNet((64, 256, 256), stem_width=24, whiten=True, **kw),
     # narrower early, wider late: another shape of the same family, for a more diverse ensemble (07)

@@ -27,7 +27,7 @@ from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits
 from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, AugmentedView, Batch, Loader, make_views
-from labkit.models import CifarNet, init_whitening
+from labkit.models import CifarNet, init_whitening, is_whitened
 from labkit.settings import LEGACY_PRECISION, PRECISION_ENV
 from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
 from labkit.transfer import TransferSetError, count_unlabelled, labelled_mask
@@ -289,7 +289,8 @@ def prepare_for_training(model: nn.Module, data: CifarData, config: TrainConfig,
 
     Introduced in 04_cifar_teacher. Fails before any work when ``out`` is a file or when the training set holds
     no full batch; a whitened model (the teacher's architecture) gets its whitening stem initialised from the
-    data, deterministically, and its process group is told that the stem's bias stops training mid-run.
+    data, deterministically, unless it was set already (:func:`labkit.models.is_whitened`: a trained teacher keeps
+    its first layer), and its process group is told that the stem's bias stops training mid-run.
     """
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise NotADirectoryError(f"out={str(out)!r} is a file; pass a folder for the checkpoint and history.csv")
@@ -299,7 +300,7 @@ def prepare_for_training(model: nn.Module, data: CifarData, config: TrainConfig,
                                    f"incomplete batch is dropped), so nothing would train; pass batch_size <= {n}")
     whitened = isinstance(model, CifarNet) and model.whiten
     parallel = processes(find_unused_parameters=whitened)
-    if whitened:  # deterministic; a resumed run then loads its weights
+    if whitened and not is_whitened(model):  # deterministic; a resumed run then loads its weights
         init_whitening(model, data.train_images[:5000].float() / 255)
     return parallel
 

@@ -8,12 +8,13 @@ import torch
 from labkit import device, models
 from labkit.data import CifarData, ImageSubset
 from labkit.distributed import SingleProcess
-from labkit.models import init_whitening
+from labkit.models import init_whitening, is_whitened
+from labkit.pretrained import load_pretrained
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import predict_logits
 from labkit.teacher import FrozenTeacher, teacher_logits_for_views
 from labkit.train import (ChanceLevelWarning, NoTrainingStepsError, NonFiniteLossError, NonFiniteWeightsError,
-                          ResumeError, TrainConfig, distill, lr_schedule, train)
+                          ResumeError, TrainConfig, distill, lr_schedule, prepare_for_training, train)
 
 FAST = dict(batch_size=100, progress=False)
 
@@ -332,3 +333,15 @@ def test_epoch_rows_are_printed_in_a_terminal_and_kept_in_the_history_in_a_noteb
                     epochs=2, batch_size=100, progress=True)
     printed = [line for line in capsys.readouterr().out.splitlines() if "epoch=" in line]
     assert len(printed) == (2 if epoch_lines else 0) and history["epoch"] == [1, 2]
+
+
+def test_training_a_trained_teacher_keeps_its_whitening_stem(small_cifar):
+    teacher = load_pretrained("teacher", "cpu")
+    stem = teacher.stem.weight.detach().clone()
+    assert is_whitened(teacher)
+    prepare_for_training(teacher, small_cifar, TrainConfig(batch_size=100), None)  # other images than its own
+    assert torch.equal(teacher.stem.weight, stem), "a trained teacher's first layer is kept"
+    fresh = models.create("teacher")
+    assert not is_whitened(fresh) and not is_whitened(models.create("student_small"))
+    prepare_for_training(fresh, small_cifar, TrainConfig(batch_size=100), None)
+    assert is_whitened(fresh) and not torch.equal(fresh.stem.weight, stem), "a fresh one is set from these images"
