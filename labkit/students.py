@@ -24,6 +24,12 @@ from labkit.atomic import write_text_atomic
 CODE_BEGIN, CODE_END, STUB = "# BEGIN SOLUTION", "# END SOLUTION", "# STUB: "
 MARKDOWN_BEGIN, MARKDOWN_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 _MARKDOWN_SOLUTION = re.compile(re.escape(MARKDOWN_BEGIN) + ".*?" + re.escape(MARKDOWN_END), re.DOTALL)
+# Anything that still looks like a marker once the exact ones are replaced: a misspelt one would leak its solution.
+_NEAR_MISS = re.compile(r"(#|<!--)\s*(BEGIN|END)[\s_-]*SOLUTION", re.IGNORECASE)
+
+
+class StudentCopyError(ValueError):
+    """A student copy that would leak a solution or overwrite a notebook; the message names the cell or file."""
 
 
 def has_solution(cell: dict) -> bool:
@@ -41,43 +47,59 @@ def _student_code(source: str) -> str:
             lines += stubs or [indent + "# Your answer here"]
             stubs = None
         elif text in (CODE_BEGIN, CODE_END):
-            raise ValueError(f"unbalanced solution markers at {text!r} in:\n{source}")
+            raise StudentCopyError(f"unbalanced solution markers at {text!r} in:\n{source}")
         elif stubs is None:
             lines.append(line)
         elif text.startswith(STUB.strip()):
             stubs.append(indent + text[len(STUB):])
     if stubs is not None:
-        raise ValueError(f"{CODE_BEGIN!r} without {CODE_END!r} in:\n{source}")
+        raise StudentCopyError(f"{CODE_BEGIN!r} without {CODE_END!r} in:\n{source}")
     return "\n".join(lines)
 
 
 def _student_markdown(source: str) -> str:
     if source.count(MARKDOWN_BEGIN) != source.count(MARKDOWN_END):
-        raise ValueError(f"unbalanced solution markers in:\n{source}")
+        raise StudentCopyError(f"unbalanced solution markers in:\n{source}")
     return _MARKDOWN_SOLUTION.sub("*Your answer here.*", source)
 
 
 def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``notebook`` with every solution replaced by its stub and every output cleared."""
+    """A copy of ``notebook`` with every solution replaced by its stub and every output cleared; a
+    :class:`StudentCopyError` if anything marker-like is left (a misspelt marker, one in a raw cell, END before
+    BEGIN), since the solution after it would reach the student."""
     copy = nbformat.from_dict(notebook)
-    for cell in copy.cells:
+    for index, cell in enumerate(copy.cells):
         if cell.cell_type == "code":
             cell.source = _student_code(cell.source)
             cell.outputs, cell.execution_count = [], None
         elif cell.cell_type == "markdown":
             cell.source = _student_markdown(cell.source)
+        leftover = _NEAR_MISS.search(cell.source)
+        if leftover:
+            raise StudentCopyError(f"cell {index} ({cell.cell_type}) still holds {leftover.group(0)!r} after the "
+                                   f"solutions were removed: write the markers exactly as {CODE_BEGIN!r} / "
+                                   f"{CODE_END!r} (code) or {MARKDOWN_BEGIN!r} / {MARKDOWN_END!r} (markdown), in "
+                                   "code or markdown cells, BEGIN before END")
     return copy
 
 
 def write_student_copies(notebooks: list[Path], out: Path) -> list[Path]:
-    """Write the student copy of each notebook into ``out`` under the same file name; returns the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    """Write the student copy of each notebook into ``out`` under the same file name; returns the paths. Every
+    copy is made before any is written, and none may replace a notebook it was made from."""
+    sources = {Path(path).resolve() for path in notebooks}
+    copies = {}
     for path in notebooks:
-        target = out / Path(path).name
-        write_text_atomic(target, nbformat.writes(student_notebook(nbformat.read(path, as_version=4))) + "\n")
-        written.append(target)
-    return written
+        target = Path(out) / Path(path).name
+        if target.resolve() in sources:
+            raise StudentCopyError(f"the student copy of {path} would overwrite the notebook {target} (and its "
+                                   "solutions): choose another --out folder")
+        try:
+            copies[target] = student_notebook(nbformat.read(path, as_version=4))
+        except StudentCopyError as error:
+            raise StudentCopyError(f"{path}: {error}") from None
+    for target, copy in copies.items():
+        write_text_atomic(target, nbformat.writes(copy) + "\n")
+    return list(copies)
 
 
 def main(argv: list[str] | None = None) -> None:

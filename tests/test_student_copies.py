@@ -25,7 +25,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from labkit import checks
-from labkit.students import CODE_BEGIN, CODE_END, MARKDOWN_BEGIN, has_solution, student_notebook, write_student_copies
+from labkit.students import (CODE_BEGIN, CODE_END, MARKDOWN_BEGIN, StudentCopyError, has_solution, student_notebook,
+                             write_student_copies)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("0[1-9]_*.ipynb"))
@@ -135,6 +136,37 @@ def test_student_notebook_replaces_solutions_by_stubs():
 def test_unbalanced_markers_are_refused(source, cell):
     with pytest.raises(ValueError, match="SOLUTION|unbalanced"):
         student_notebook(nbformat.v4.new_notebook(cells=[cell(source)]))
+
+
+@pytest.mark.parametrize("source,cell", [
+    ("#BEGIN SOLUTION\nanswer = 42\n#END SOLUTION", nbformat.v4.new_code_cell),
+    ("# begin solution\nanswer = 42\n# end solution", nbformat.v4.new_code_cell),
+    ("<!--BEGIN SOLUTION-->\nBecause 42.\n<!--END SOLUTION-->", nbformat.v4.new_markdown_cell),
+    ("<!-- END SOLUTION -->\nBecause 42.\n<!-- BEGIN SOLUTION -->", nbformat.v4.new_markdown_cell),
+    ("# BEGIN SOLUTION\nanswer = 42\n# END SOLUTION", nbformat.v4.new_raw_cell),
+])
+def test_near_miss_markers_are_refused_instead_of_leaking_the_solution(source, cell):
+    with pytest.raises(StudentCopyError, match="cell 0 .*still holds"):
+        student_notebook(nbformat.v4.new_notebook(cells=[cell(source)]))
+
+
+def test_a_student_copy_never_overwrites_its_notebook(tmp_path: Path):
+    notebook = tmp_path / "01_x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "# BEGIN SOLUTION\n# STUB: answer = None\nanswer = 42\n# END SOLUTION")]), notebook)
+    before = notebook.read_bytes()
+    with pytest.raises(StudentCopyError, match="would overwrite"):
+        write_student_copies([notebook], tmp_path)
+    assert notebook.read_bytes() == before
+
+
+def test_no_copy_is_written_when_one_notebook_fails(tmp_path: Path):
+    good, bad = tmp_path / "01_good.ipynb", tmp_path / "02_bad.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), good)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("#BEGIN SOLUTION\nx = 1")]), bad)
+    with pytest.raises(StudentCopyError, match="02_bad"):
+        write_student_copies([good, bad], tmp_path / "student")
+    assert not (tmp_path / "student" / "01_good.ipynb").exists()
 
 
 def test_write_student_copies(tmp_path: Path):
