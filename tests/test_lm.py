@@ -336,6 +336,12 @@ def test_resume_after_interrupt_reproduces_the_uninterrupted_run(tmp_path):
     with pytest.raises(ResumeError, match="train.lr"):
         lm.train_lm(tiny_model(tok.vocab_size, dropout=0.1), lambda g: lm.batch_from_corpus(ids, 4, 12, g),
                     lm.ce_objective, steps=6, lr=1.0, out=tmp_path / "b", resume=True, progress=False)
+    for other in (lm.teacher_objective(teacher, lm.reverse_kl), lm.ce_objective,
+                  lm.teacher_objective(teacher, functools.partial(lm.generalized_jsd, beta=0.9))):
+        with pytest.raises(ResumeError, match="objective.name"):  # another loss is another run
+            lm.train_lm(tiny_model(tok.vocab_size, dropout=0.1), lambda g: lm.batch_from_corpus(ids, 4, 12, g),
+                        other, steps=6, warmup_steps=2, log_every=2, checkpoint_every=3, out=tmp_path / "b",
+                        resume=True, progress=False)
 
 
 def test_the_same_model_saves_to_the_same_bytes(tmp_path):

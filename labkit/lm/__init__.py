@@ -24,7 +24,8 @@ from labkit.lm.topk import TopKTargets, top_k_targets, kept_mass, truncation_kl,
 from labkit.lm.batches import TokenBatch, batch_from_corpus, batch_from_model_samples, batch_from_rows, text_windows
 from labkit.lm.metrics import (bits_per_character, distinct_ngrams, sample_entropy, window_logits, compare_to_teacher,
                                on_policy_metrics)
-from labkit.lm.training import Objective, ce_objective, teacher_objective, LMTrainConfig, lr_multiplier, train_lm
+from labkit.lm.training import (Objective, ce_objective, teacher_objective, describe_objective, LMTrainConfig,
+                                lr_multiplier, train_lm)
 from labkit.lm.experiment import DistillBudget, distill_budget, model_text
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "Objective",
     "ce_objective",
     "teacher_objective",
+    "describe_objective",
     "LMTrainConfig",
     "lr_multiplier",
     "train_lm",

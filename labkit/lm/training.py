@@ -3,6 +3,7 @@ with warm-up and cosine decay, checkpointed."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +24,19 @@ from labkit.train import NonFiniteLossError, ResumeError
 
 
 Objective = Callable[[nn.Module, TokenBatch], torch.Tensor]
+
+
+def describe_objective(objective: Objective) -> str:
+    """A name for ``objective`` that a checkpoint records, so that a run is not resumed under another loss
+    (12_distill_language_model): :func:`teacher_objective`'s names its divergence and its settings."""
+    return getattr(objective, "description", getattr(objective, "__qualname__", type(objective).__name__))
+
+
+def _divergence_name(divergence: Callable) -> str:
+    if isinstance(divergence, functools.partial):
+        settings_ = ", ".join(f"{k}={v!r}" for k, v in sorted(divergence.keywords.items()))
+        return f"{_divergence_name(divergence.func)}({settings_})"
+    return getattr(divergence, "__qualname__", type(divergence).__name__)
 
 
 def ce_objective(model: nn.Module, batch: TokenBatch) -> torch.Tensor:
@@ -46,6 +60,7 @@ def teacher_objective(teacher: nn.Module, divergence: Callable[[torch.Tensor, to
             teacher_logits = teacher(batch.inputs)[:, k:]
         return divergence(model(batch.inputs)[:, k:], teacher_logits)
 
+    objective.description = f"teacher_objective({_divergence_name(divergence)})"
     return objective
 
 
@@ -105,7 +120,8 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
                                    {"params": others, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
     generator = torch.Generator().manual_seed(config.seed)
     computed_in = settings.precision(device)
-    run = {"train": asdict(config), "model": asdict(model.config), "compute": {"precision": computed_in}}
+    run = {"train": asdict(config), "model": asdict(model.config), "compute": {"precision": computed_in},
+           "objective": {"name": describe_objective(objective)}}
     history, step, interval = History(precision=computed_in), 0, {"loss": 0.0, "steps": 0, "tokens": 0}
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -161,7 +177,8 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
 def _read_checkpoint(path: Path, run: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = {"compute": {"precision": settings.LEGACY_PRECISION}, **state["run"]}  # older ones lack it
+        # older checkpoints lack the precision (all float32) and the objective (not checked for them)
+        saved = {"compute": {"precision": settings.LEGACY_PRECISION}, "objective": run["objective"], **state["run"]}
     except Exception as err:
         raise ResumeError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to train "
                           "from scratch, or pass another out=") from None
