@@ -344,3 +344,13 @@ def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor], key: str) 
     blob = {"format": _CACHE_FORMAT, "key": key, "tensors": tensors,
             "crc32": {k: _checksum(v) for k, v in tensors.items()}}
     atomic_torch_save(blob, path)
+
+
+def training_set_digest(data: CifarData) -> str:
+    """A digest of which training images there are and their labels: runs on other training sets of the same size
+    (another labelled fraction, pseudo-labels) must not be taken for each other, nor a checkpoint resumed on
+    other data (introduced in 05_distill_student)."""
+    h = hashlib.sha256(data.train_labels.numpy().tobytes())
+    images = data.train_images
+    h.update(images.index.numpy().tobytes() if isinstance(images, ImageSubset) else str(tuple(images.shape)).encode())
+    return h.hexdigest()[:16]

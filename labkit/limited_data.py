@@ -37,10 +37,10 @@ from typing import Callable, Sequence
 import torch
 
 from labkit import models
-from labkit.data import CifarData, ImageSubset
+from labkit.data import CifarData, ImageSubset, training_set_digest
 from labkit.evaluate import accuracy, mistake_agreement, predict_logits
 from labkit.models import CifarNet
-from labkit.protocol import REPORTED, Budget, Protocol, freeze, kept_model, training_set_digest
+from labkit.protocol import REPORTED, Budget, Protocol, freeze, kept_model
 from labkit.settings import pick
 from labkit.speed import estimate_seconds
 from labkit.stats import describe_gain, paired_gains, summarize

@@ -31,7 +31,7 @@ from torch import nn
 
 from labkit import models
 from labkit.atomic import write_text_atomic
-from labkit.data import CifarData, ImageSubset
+from labkit.data import CifarData, training_set_digest
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
@@ -260,15 +260,6 @@ def _read_stored_run(path: Path) -> dict:
         raise StoredRunError(f"the stored run {path} holds {type(stored).__name__}, not a run record: delete it and "
                              "its .safetensors file, and the run is trained again")
     return stored
-
-
-def training_set_digest(data: CifarData) -> str:
-    """A digest of which training images there are and their labels: runs on other training sets of the same size
-    (another labelled fraction, pseudo-labels) must not be taken for each other."""
-    h = hashlib.sha256(data.train_labels.numpy().tobytes())
-    images = data.train_images
-    h.update(images.index.numpy().tobytes() if isinstance(images, ImageSubset) else str(tuple(images.shape)).encode())
-    return h.hexdigest()[:16]
 
 
 def prepare(teacher: nn.Module, data: CifarData, budget: Budget, *, progress: bool = False,

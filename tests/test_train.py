@@ -207,12 +207,18 @@ def test_resume_refuses_a_checkpoint_written_with_other_settings(small_cifar, tm
         train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "t", resume=True, lr=5.0, **FAST)
     with pytest.raises(ResumeError, match=r"epochs"):
         train(models.create("student_small"), small_cifar, epochs=2, out=tmp_path / "t", resume=True, **FAST)
+    other_images = small_cifar.subset(train_per_class=90, seed=1)  # another training set
+    with pytest.raises(ResumeError, match=r"data: '[0-9a-f]+' in the checkpoint"):
+        train(models.create("student_small"), other_images, epochs=1, out=tmp_path / "t", resume=True, **FAST)
     teacher = trained_small[0]
     distill(models.create("student_small"), teacher, small_cifar, T=2.0, epochs=1, teacher_views=1,
             out=tmp_path / "d", **FAST)
     with pytest.raises(ResumeError, match=r"T: 2.0 in the checkpoint, 4.0 now"):
         distill(models.create("student_small"), teacher, small_cifar, T=4.0, epochs=1, teacher_views=1,
                 out=tmp_path / "d", resume=True, **FAST)
+    with pytest.raises(ResumeError, match=r"data:"):  # a finished run is not returned for other training data
+        distill(models.create("student_small"), teacher, small_cifar.subset(train_per_class=90, seed=7), T=2.0,
+                epochs=1, teacher_views=1, out=tmp_path / "d", resume=True, **FAST)
     with pytest.raises(ResumeError, match=r"kind"):  # a distillation checkpoint is not a training one
         train(models.create("student_small"), small_cifar, epochs=1, out=tmp_path / "d", resume=True, **FAST)
 
