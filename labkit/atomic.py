@@ -8,6 +8,7 @@ file. :func:`atomic_path` is the one mechanism; the other functions are its comm
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -46,3 +47,41 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+CHECKED_KEY = "labkit_sha256"  # a checkpoint written by save_checked: the sha256 of its payload's bytes
+
+
+class DamagedFileError(ValueError):
+    """A file whose checksum does not match its content; the message names it and says what to do."""
+
+
+def save_checked(obj: object, path: str | Path) -> None:
+    """``torch.save(obj)``, atomically, with the sha256 of the saved bytes inside: :func:`load_checked` refuses a
+    file damaged since (a flipped bit in a tensor would otherwise load, and train on, silently)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    atomic_torch_save({CHECKED_KEY: hashlib.sha256(payload).hexdigest(),
+                       "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, path)
+
+
+def load_checked(path: str | Path) -> object:
+    """What :func:`save_checked` wrote, after checking its sha256 (loaded on the CPU, tensors only); a file
+    written by plain ``torch.save`` (before checksums) is loaded as it is."""
+    import io
+
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(state, dict) and CHECKED_KEY in state):
+        return state
+    payload = state["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != state[CHECKED_KEY]:
+        raise DamagedFileError(f"{path} is damaged: its content no longer matches the sha256 written with it. "
+                               "Delete it (a checkpoint: training starts again from the beginning)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from tqdm.notebook import tqdm as notebook_tqdm
 
-from labkit.atomic import atomic_torch_save
+from labkit.atomic import load_checked, save_checked
 from labkit.data import CifarData, training_set_digest
 from labkit.distillation import distillation_loss_parts, kl_at_temperature
 from labkit.distributed import SingleProcess, processes
@@ -230,7 +230,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
         if progress and EPOCH_LINES and parallel.is_main_process:
             tqdm.write(f"{desc} " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if checkpoint is not None and parallel.is_main_process:
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            save_checked({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                "epoch": epoch + 1, "history": history.rows, "rng": torch.get_rng_state(),
                                "average": None if average is None else average.state,
                                "config": _plain(config), "run": run}, checkpoint)
@@ -245,7 +245,7 @@ def _fit(model: nn.Module, loader: Loader, loss_fn: LossFn, config: TrainConfig,
 def _read_checkpoint(path: Path, run: dict) -> dict:
     """The checkpoint's contents, after checking that it was written by a run with the settings ``run``."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checked(path)
         saved = {"precision": LEGACY_PRECISION, **state.get("run", state["config"])}  # older checkpoints lack keys
     except Exception as err:
         raise ResumeError(f"the checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to train "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -101,3 +102,22 @@ def test_a_full_disk_mid_write_keeps_the_previous_file(writer, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name], "no temporary file left behind"
     if name.endswith(".json"):
         json.loads(before)
+
+
+def test_a_checked_file_refuses_a_flipped_bit_and_plain_files_still_load(tmp_path):
+    from labkit.atomic import DamagedFileError, load_checked, save_checked
+
+    path = tmp_path / "checkpoint.pt"
+    state = {"model": {"w": torch.arange(1000, dtype=torch.float32)}, "step": 3, "history": [{"loss": 0.5}]}
+    save_checked(state, path)
+    loaded = load_checked(path)
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"]) and loaded["step"] == 3
+    blob = bytearray(path.read_bytes())
+    at = blob.find(struct.pack("<f", 500.0))  # the weight 500.0, inside the stored payload
+    assert at > 0
+    blob[at] ^= 0x01  # 500.0 becomes another number: the file still loads
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DamagedFileError, match="checkpoint.pt is damaged.*Delete it"):
+        load_checked(path)
+    torch.save({"step": 1}, tmp_path / "old.pt")  # written before checksums
+    assert load_checked(tmp_path / "old.pt") == {"step": 1}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from labkit import envcheck, lm, models, settings
+from labkit.atomic import load_checked
 from labkit.data import CifarData
 from labkit.evaluate import predict_logits
 from labkit.protocol import kept_model
@@ -161,7 +162,7 @@ def test_a_checkpoint_from_before_the_switch_counts_as_fp32(random_data, monkeyp
     monkeypatch.setenv(settings.PRECISION_ENV, "fp32")
     torch.manual_seed(0)
     train(models.create("student_small"), random_data, epochs=2, batch_size=32, progress=False, out=tmp_path)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state = load_checked(tmp_path / "checkpoint.pt")
     del state["run"]["precision"]
     torch.save(state, tmp_path / "checkpoint.pt")
     monkeypatch.setenv(settings.PRECISION_ENV, "bf16")

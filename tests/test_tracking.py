@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from labkit import cli, models
+from labkit.atomic import load_checked
 from labkit.cli import main
 from labkit.data import CifarData, load_cifar10
 from labkit.history import History
@@ -174,7 +175,7 @@ def test_train_calls_back_after_saving_the_epoch(isolated_cache, tmp_path):
               out=tmp_path, callbacks=[failing])
     assert [row["epoch"] for row in seen] == [1]
     assert History.from_csv(tmp_path / "history.csv")["test_acc"] == pytest.approx([seen[0]["test_acc"]])
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert load_checked(tmp_path / "checkpoint.pt")["epoch"] == 1
 
 
 def test_cli_writes_tensorboard_logs(isolated_cache, tiny_cifar_folder, tmp_path, monkeypatch):

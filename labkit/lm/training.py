@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit import settings
-from labkit.atomic import atomic_torch_save
+from labkit.atomic import load_checked, save_checked
 from labkit.history import History
 from labkit.lm.batches import TokenBatch
 from labkit.lm.losses import next_token_cross_entropy
@@ -164,7 +164,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             interval, started = {"loss": 0.0, "steps": 0, "tokens": 0}, time.perf_counter()
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
+            save_checked({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
                                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                                "history": history.rows, "interval": interval, "run": run}, checkpoint)
@@ -176,7 +176,7 @@ def train_lm(model: CharTransformer, batches: Callable[[torch.Generator], TokenB
 
 def _read_checkpoint(path: Path, run: dict) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checked(path)
         # older checkpoints lack the precision (all float32) and the objective (not checked for them)
         saved = {"compute": {"precision": settings.LEGACY_PRECISION}, "objective": run["objective"], **state["run"]}
     except Exception as err:
