@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 
@@ -122,3 +123,19 @@ def test_stored_runs_kept_before_the_checksum_still_read_back(tmp_path):
     model, record = protocol.kept_model(tmp_path, what, lambda: pytest.fail("must not train again"),
                                         lambda: torch.nn.Linear(2, 2))
     assert record == {"acc": 0.25} and torch.equal(model.weight, stored.weight)
+
+
+def test_run_options_are_named_by_what_they_compute():
+    from labkit.controls import uniform_targets
+
+    def make(scale):
+        return lambda s, t: scale * (s - t).pow(2).mean()
+
+    first, second = (lambda s, t: (s - t).abs().mean()), (lambda s, t: (s - t).pow(2).mean())
+    assert protocol.describe_option(first) != protocol.describe_option(second), "two lambdas are two runs"
+    assert protocol.describe_option(make(1.0)) != protocol.describe_option(make(2.0)), "captured values count"
+    again = lambda s, t: (s - t).abs().mean()  # noqa: E731  (the same code, written again)
+    assert protocol.describe_option(again) == protocol.describe_option(first)
+    assert protocol.describe_option(uniform_targets) == "uniform_targets", "labkit's own keep their kept names"
+    half = functools.partial(torch.mul, other=0.5)
+    assert protocol.describe_option(half) != protocol.describe_option(functools.partial(torch.mul, other=0.25))
