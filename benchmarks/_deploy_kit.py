@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -34,14 +35,20 @@ class Kept:
         """Whether :meth:`get` would read ``what`` back instead of making it."""
         return self._path(what).is_file() and not self.fresh
 
+    def seconds(self, what: dict) -> float | None:
+        """How long making ``what`` took, where the kept file recorded it (files kept before 2026-12-08 did not)."""
+        return json.loads(self._path(what).read_text()).get("seconds") if self.has(what) else None
+
     def get(self, what: dict, make: Callable[[], object]) -> object:
         path = self._path(what)
         if self.has(what):
             return json.loads(path.read_text())["value"]
+        started = time.perf_counter()
         value = make()
+        seconds = round(time.perf_counter() - started, 1)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"what": what, "value": value}, default=str))
+        tmp.write_text(json.dumps({"what": what, "value": value, "seconds": seconds}, default=str))
         tmp.replace(path)  # atomic: a half-written file is never taken for a finished one
         return value
 

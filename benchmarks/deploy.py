@@ -558,8 +558,13 @@ def main() -> None:
         result = kept.get(what, run)
         payload.update(result if part == "engines" else {part: result})
         payload["parts"][part] = settings
-        if not read_back:  # a part read back keeps the time recorded by the call that ran it
-            payload["part_seconds"][part] = round(time.perf_counter() - part_started, 1)
+        # a part read back reports the time its kept file recorded; parts made of runs kept over several
+        # sessions recorded none, and an old figure from another machine must not stand in for it
+        seconds = kept.seconds(what) if read_back else round(time.perf_counter() - part_started, 1)
+        if seconds is None:
+            payload["part_seconds"].pop(part, None)
+        else:
+            payload["part_seconds"][part] = seconds
         write_json(name, payload)  # every finished part is in the results at once
     transfer = RESULTS / "transfer_set.json"
     payload["decision_matrix"] = pareto_front(decision_rows(payload, json.loads(transfer.read_text())

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from labkit import checks, distillation_loss, distillation_loss_parts, kl_divergence, soft_targets
 from labkit.checks import CheckFailed
-from labkit.checks.compress_and_deploy import check_spatial_svd  # in labkit.checks once a notebook uses it
 from labkit.data import CIFAR10_CLASSES
 from labkit.evaluate import expected_calibration_error
 from labkit.omitted import choose_bias, with_bias
@@ -914,12 +913,12 @@ def lab_spatial_svd(conv, rank, mistake=None):
 
 def test_spatial_svd(capsys, distilled_student):
     conv = distilled_student.layers[1].conv2
-    passes(capsys, check_spatial_svd, lab_spatial_svd, conv, 20)
+    passes(capsys, checks.check_spatial_svd, lab_spatial_svd, conv, 20)
     for mistake, hint in [("full", "shape"), ("no S", "singular values are missing")]:
-        fails_with(hint, check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, mistake), conv, 20)
-    fails_with("not right yet|wrong axes", check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, "layout"),
+        fails_with(hint, checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, mistake), conv, 20)
+    fails_with("not right yet|wrong axes", checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r, "layout"),
                conv, 20)
-    fails_with("two weight tensors", check_spatial_svd, lambda c, r: lab_spatial_svd(c, r)[0], conv, 20)
+    fails_with("two weight tensors", checks.check_spatial_svd, lambda c, r: lab_spatial_svd(c, r)[0], conv, 20)
 
 
 def lab_keep(model, amount, mistake=None):
@@ -1017,9 +1016,9 @@ def test_compress_labs_garbage_is_check_failed(answer, distilled_student, pruned
         lambda: checks.check_channels_to_keep(lambda m, a: [answer] * 3, distilled_student, 0.5),
         lambda: checks.check_bn_reestimation(answer, *pruned_and_images),
         lambda: checks.check_bn_reestimation(lambda m, x: answer, *pruned_and_images),
-        lambda: check_spatial_svd(answer, distilled_student.layers[0].conv2, 4),
-        lambda: check_spatial_svd(lambda c, r: answer, distilled_student.layers[0].conv2, 4),
-        lambda: check_spatial_svd(lambda c, r: (answer, answer), distilled_student.layers[0].conv2, 4),
+        lambda: checks.check_spatial_svd(answer, distilled_student.layers[0].conv2, 4),
+        lambda: checks.check_spatial_svd(lambda c, r: answer, distilled_student.layers[0].conv2, 4),
+        lambda: checks.check_spatial_svd(lambda c, r: (answer, answer), distilled_student.layers[0].conv2, 4),
     ]
     for call in calls:
         with pytest.raises(CheckFailed):

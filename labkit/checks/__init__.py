@@ -27,7 +27,7 @@ from labkit.checks.ensemble_teachers import check_probability_average, check_dis
 from labkit.checks.beyond_logits import check_inconsistent_fm_loss
 from labkit.checks.compress_and_deploy import (
     check_pruned_int8_row, check_affine_quantization, check_channel_scales, check_int8_matmul,
-    check_channels_to_keep, check_bn_reestimation,
+    check_channels_to_keep, check_bn_reestimation, check_spatial_svd,
 )
 from labkit.checks.omitted_class import check_choose_bias, check_where_cats_go
 from labkit.checks.decision_boundaries import check_pseudo_labels, check_noisy_rerun, check_bigger_student
@@ -64,6 +64,7 @@ __all__ = [
     "check_int8_matmul",
     "check_channels_to_keep",
     "check_bn_reestimation",
+    "check_spatial_svd",
     "check_choose_bias",
     "check_where_cats_go",
     "check_pseudo_labels",
