@@ -297,6 +297,9 @@ def _quiet_backends():
                 logger.setLevel(level)
 
 
+MAX_BATCH_SIZES = 64  # distinct input shapes one compiled model compiles for
+
+
 class CompiledModel(InferenceModel):
     """An exported graph (fp32, or int8 from PT2E) compiled by Inductor for CPU inference; see :func:`compile_fp32`
     and :func:`compile_int8`. Inputs are made channels_last, and each new batch size compiles once (seconds)."""
@@ -315,7 +318,9 @@ class CompiledModel(InferenceModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_model_input(x, check_range=False).contiguous(memory_format=torch.channels_last)
         signature = (tuple(x.shape), x.dtype, x.device)
-        with torch.inference_mode():
+        # Dynamo stops compiling a graph after 8 shapes and sends every new one, silently, through the slow
+        # uncompiled graph: a notebook meets more batch sizes than that
+        with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=MAX_BATCH_SIZES):
             if signature in self._compiled_for:
                 return self.compiled(x)
             # Freezing (weights become constants, prepacked for oneDNN: what lets Inductor fuse the int8 kernels) is

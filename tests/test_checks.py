@@ -923,6 +923,8 @@ def test_spatial_svd(capsys, distilled_student):
 
 def lab_keep(model, amount, mistake=None):
     counts = [round(g.conv1.out_channels * (1 - amount)) for g in model.layers]
+    if mistake != "none kept":
+        counts = [max(1, k) for k in counts]
     if mistake == "floor":
         counts = [int(g.conv1.out_channels * (1 - amount)) for g in model.layers]
     scores = []
@@ -947,7 +949,7 @@ def test_channels_to_keep(capsys, distilled_student):
            distilled_student, 0.5)
     for mistake, hint in [("ascending", "least important"), ("L2", "L2 norm"), ("no BN", "BatchNorm factor is"),
                           ("var", "divides by the variance"), ("global", "across all stages"),
-                          ("floor", "round\\(C")]:
+                          ("floor", "round\\(C"), ("none kept", "at least one")]:
         fails_with(hint, checks.check_channels_to_keep, lambda m, a: lab_keep(m, a, mistake), distilled_student, 0.5)
     fails_with("one collection", checks.check_channels_to_keep, lambda m, a: lab_keep(m, a)[:2], distilled_student, 0.5)
     fails_with("integer channel", checks.check_channels_to_keep,

@@ -315,13 +315,14 @@ def check_channels_to_keep(channels_to_keep: Callable, model: nn.Module, amount:
 
     ``channels_to_keep(model, amount)`` returns, for each stage, the indices of the inner channels to keep: the
     round(C (1 - amount)) largest scores |conv1 filter|_1 * |gamma| / sqrt(running_var + eps) of that stage's
-    conv1 and norm1, ranked within the stage. Tried at ``amount`` and at 0.3, and compared with prune_channels.
+    conv1 and norm1, ranked within the stage, at least one per stage. Tried at ``amount``, at 0.3 and at 0.99 (where
+    rounding alone would keep nothing), and compared with prune_channels.
     """
     groups = list(getattr(model, "layers", []))
     if not groups:
         raise CheckFailed("`model` should be the labkit CifarNet that prune_channels prunes")
     widths = [g.conv1.out_channels for g in groups]
-    for a in dict.fromkeys((float(amount), 0.3)):
+    for a in dict.fromkeys((float(amount), 0.3, 0.99)):
         counts = [max(1, round(c * (1 - a))) for c in widths]
         expected = _kept_by_prune_channels(model, a)
         got = _channel_sets(_call(channels_to_keep, "channels_to_keep", copy.deepcopy(model), a), widths)
@@ -353,6 +354,9 @@ def check_channels_to_keep(channels_to_keep: Callable, model: nn.Module, amount:
             if got == sets:
                 raise CheckFailed(f"`channels_to_keep(model, {a:g})`: {hint}")
         sizes = [len(s) for s in got]
+        if 0 in sizes and 0 not in counts:
+            raise CheckFailed(f"`channels_to_keep(model, {a:g})` keeps no channel in some stage: keep at least one, "
+                              "max(1, round(C * (1 - amount))), as prune_channels does")
         if sizes != counts:
             raise CheckFailed(f"`channels_to_keep(model, {a:g})` keeps {sizes} channels per stage; prune_channels "
                               f"keeps round(C * (1 - amount)) = {counts} of {widths}")
