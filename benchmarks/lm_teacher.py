@@ -3,7 +3,7 @@
     python benchmarks/lm_teacher.py [--resume] [--quick]
 
 The project's own recipe, :func:`labkit.lm.train_lm`: next-token cross-entropy on the training topics of Python's
-documentation (:func:`labkit.lm.load_corpus`: the ``pydoc_data.topics`` text that every CPython ships, under the
+documentation (:func:`labkit.lm.load_corpus`: the ``pydoc_data.topics`` text of Python 3.11.7, shipped in labkit, under the
 PSF License; about 420,000 training characters), random windows of 128 characters, batch 32, AdamW at 2e-3 with a
 linear warm-up over 100 steps and a cosine decay to a tenth, weight decay 0.1, gradients clipped to norm 1, seed 0.
 The model is a 4-layer transformer of width 128 (4 heads, context 128, about 0.8 M parameters) with dropout 0.1,
@@ -165,11 +165,11 @@ before it is read. The vocabulary and the corpus hash are stored in the file's h
   {m['n_head']} heads, context {m['context']} characters, dropout {m['dropout']:g}, output head tied to the token
   embedding; {r['parameters']:,} parameters; vocabulary of {r['vocab_size']} (the characters seen at least 5 times in
   the training text, the rest mapped to one unknown id).
-- Data: `{c['source']}`, the documentation topics that `help()` shows, shipped with every CPython (Python
-  {r['python']} here): no download. Copyright the Python Software Foundation, distributed under the
+- Data: `{c['source']}` of Python 3.11.7, the documentation topics that `help()` shows, shipped inside
+  labkit (`labkit/lm/data`, the same text on every Python): no download. Copyright the Python Software Foundation, distributed under the
   {c['license']}. Topics sorted by name; a topic is held out when the sha256 of its name is 0 mod 10
   ({len(c['held_out_topics'])} topics, {c['held_out_chars']:,} characters; {c['train_chars']:,} for training).
-  Corpus sha256 `{c['sha256']}`: another Python version ships other text, and `labkit.lm.load_corpus` refuses it.
+  Corpus sha256 `{c['sha256']}`: `labkit.lm.load_corpus` refuses other text, and a damaged copy of the shipped file.
 - Command: `{r['command']}` (`labkit.lm.train_lm`: next-token cross-entropy on random windows of {m['context']}
   characters, batch {r['batch_size']}, {t['steps']:,} steps, AdamW at {t['lr']:g} with betas (0.9, 0.95), weight
   decay {t['weight_decay']:g}, linear warm-up over {t['warmup_steps']} steps then cosine decay to {t['final_lr']:g} of

@@ -8,7 +8,10 @@ drawn by hypothesis; every model here is tiny, so the file runs in seconds on a 
 from __future__ import annotations
 
 import functools
+import gzip
+import json
 import math
+import platform
 
 import numpy as np
 import pytest
@@ -22,7 +25,9 @@ from scipy.special import log_softmax as scipy_log_softmax
 from scipy.special import rel_entr
 
 from labkit import lm
+from labkit.atomic import DamagedFileError
 from labkit.distillation import kl_at_temperature
+from labkit.lm import corpus as corpus_module
 from labkit.pretrained import WeightsError
 from labkit.train import ResumeError
 from labkit.validate import NonFiniteLogitsError
@@ -184,9 +189,12 @@ def test_targets_outside_the_vocabulary_are_a_vocabulary_mismatch():
 
 # --- corpus and tokenizer ---------------------------------------------------------------------------------------
 
-def test_corpus_split_is_deterministic_disjoint_and_about_nine_to_one(corpus):
-    from pydoc_data.topics import topics
+def shipped_topics() -> dict[str, str]:
+    return json.loads(gzip.decompress(corpus_module.TOPICS.read_bytes()))
 
+
+def test_corpus_split_is_deterministic_disjoint_and_about_nine_to_one(corpus):
+    topics = shipped_topics()
     again = lm.load_corpus()
     assert again == corpus and len(corpus.sha256) == 64
     assert 0.05 < len(corpus.held_out) / (len(corpus.train) + len(corpus.held_out)) < 0.15
@@ -195,10 +203,27 @@ def test_corpus_split_is_deterministic_disjoint_and_about_nine_to_one(corpus):
     assert all(topics[name] in corpus.train for name in set(topics) - set(corpus.held_out_topics))
 
 
-def test_another_pythons_corpus_is_refused(corpus):
+def test_another_corpus_is_refused(corpus):
     assert lm.load_corpus(expected_sha256=corpus.sha256) == corpus
-    with pytest.raises(lm.CorpusMismatchError, match="Python version"):
+    with pytest.raises(lm.CorpusMismatchError, match="labkit version"):
         lm.load_corpus(expected_sha256="0" * 64)
+
+
+@pytest.mark.skipif(platform.python_version() != "3.11.7", reason="the shipped text is Python 3.11.7's")
+def test_the_shipped_corpus_is_python_3_11_7s_documentation():
+    from pydoc_data.topics import topics
+
+    assert shipped_topics() == topics
+
+
+def test_a_damaged_corpus_file_is_refused(tmp_path, monkeypatch):
+    topics = shipped_topics()
+    topics["for"] = topics["for"].replace("for", "fur", 1)
+    damaged = tmp_path / "topics.json.gz"
+    damaged.write_bytes(gzip.compress(json.dumps(topics).encode()))
+    monkeypatch.setattr(corpus_module, "TOPICS", damaged)
+    with pytest.raises(DamagedFileError, match="reinstall labkit"):
+        lm.load_corpus()
 
 
 def test_tokenizer_round_trip_and_unknown_characters(corpus):

@@ -54,7 +54,7 @@ def load_lm(path: str | Path, sha256: str | None = None, device: str | torch.dev
 
     Introduced in 12_distill_language_model. The model comes in eval mode on ``device`` (default:
     :func:`labkit.device`). A missing, damaged or altered file is a :class:`~labkit.pretrained.WeightsError`;
-    ``load_corpus(expected_sha256=loaded.corpus_sha256)`` then checks that this Python has the same text.
+    ``load_corpus(expected_sha256=loaded.corpus_sha256)`` then checks that the corpus is the same text.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,8 +91,8 @@ def load_lm_teacher(device: str | torch.device | None = None, *, path: str | Pat
     """The shipped character-level teacher, verified by its pinned sha256 (introduced in 12_distill_language_model).
 
     The model comes in eval mode on ``device`` (default :func:`labkit.device`), with the tokenizer it was trained
-    with and the sha256 of its corpus, which ``load_corpus(expected_sha256=...)`` compares with this Python's
-    documentation text. ``path`` and ``sha256`` replace the shipped file and :data:`LM_TEACHER_SHA256` (tests use
+    with and the sha256 of its corpus, which ``load_corpus(expected_sha256=...)`` compares with the
+    corpus labkit ships. ``path`` and ``sha256`` replace the shipped file and :data:`LM_TEACHER_SHA256` (tests use
     them). A missing, unpinned, damaged or altered file is a :class:`~labkit.pretrained.WeightsError`.
     """
     path = WEIGHTS_DIR / LM_TEACHER_FILE if path is None else Path(path)
