@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from labkit import models
-from labkit.compress import (CompiledModel, OnnxModel, QatModel, QuantizedModel, compile_fp32, compile_int8,
-                             convert_qat, default_reduce_range, deployment_row, export_onnx, prepare_qat,
+from labkit.compress import (MAX_BATCH_SIZES, CompiledModel, OnnxModel, QatModel, QuantizedModel, compile_fp32,
+                             compile_int8, convert_qat, default_reduce_range, deployment_row, export_onnx, prepare_qat,
                              prunable_weights, prune_channels, prune_unstructured, quantization_config,
                              quantize_onnx_int8, quantize_pt2e, reestimate_batchnorm, sensitivity_scan, sparsity,
                              stored_bytes)
@@ -376,3 +376,18 @@ def test_a_frozen_teacher_prunes_like_a_trainable_one():
     assert teacher.stem not in [m for m, _ in layers] and len(layers) == 7  # six convolutions and the head
     assert len(prunable_weights(teacher.requires_grad_(False))) == 7, "a frozen teacher prunes alike"
     assert sparsity(prune_unstructured(teacher, 0.5)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_compiled_model_compiles_more_batch_sizes_than_dynamos_default():
+    class Recorder(torch.nn.Module):
+        limits: list[int] = []
+
+        def forward(self, x):
+            self.limits.append(torch._dynamo.config.recompile_limit)
+            return x
+
+    model = CompiledModel(torch.fx.symbolic_trace(torch.nn.Identity()))
+    model.compiled = Recorder()  # each call records the limit Dynamo would apply to it
+    for batch in (1, 2, 1):  # a first call compiles, a repeated shape reuses what it compiled
+        model(torch.zeros(batch, 3, 4, 4))
+    assert Recorder.limits == [MAX_BATCH_SIZES] * 3 and MAX_BATCH_SIZES > torch._dynamo.config.recompile_limit
