@@ -99,8 +99,8 @@ def load_lm_teacher(device: str | torch.device | None = None, *, path: str | Pat
     sha256 = LM_TEACHER_SHA256 if sha256 is None else sha256
     if not path.is_file():
         raise WeightsError(f"the language-model teacher {path} is missing: train it and write it with "
-                           "`python benchmarks/lm_teacher.py` (about 30-40 minutes on 2 CPU cores; `--resume` "
-                           "continues an interrupted run)")
+                           "`python benchmarks/lm_teacher.py` (about 15 minutes on 2 CPU cores, as its model card "
+                           "records; `--resume` continues an interrupted run)")
     if not sha256:
         raise WeightsError(f"the language-model teacher {path} has no pinned sha256: set LM_TEACHER_SHA256 in "
                            "labkit/lm/store.py to the sha256 that `python benchmarks/lm_teacher.py` printed (also in "
