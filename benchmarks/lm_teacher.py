@@ -3,12 +3,13 @@
     python benchmarks/lm_teacher.py [--resume] [--quick]
 
 The project's own recipe, :func:`labkit.lm.train_lm`: next-token cross-entropy on the training topics of Python's
-documentation (:func:`labkit.lm.load_corpus`: the ``pydoc_data.topics`` text of Python 3.11.7, shipped in labkit, under the
-PSF License; about 420,000 training characters), random windows of 128 characters, batch 32, AdamW at 2e-3 with a
-linear warm-up over 100 steps and a cosine decay to a tenth, weight decay 0.1, gradients clipped to norm 1, seed 0.
+documentation (:func:`labkit.lm.load_corpus`: the ``pydoc_data.topics`` text of Python 3.11.7, shipped in labkit,
+under the PSF License; about 420,000 training characters), random windows of 128 characters, batch 32, AdamW at 2e-3
+with a linear warm-up over 100 steps and a cosine decay to a tenth, weight decay 0.1, gradients clipped to norm 1,
+seed 0.
 The model is a 4-layer transformer of width 128 (4 heads, context 128, about 0.8 M parameters) with dropout 0.1,
-since 2,000 steps read about 20 times as many characters as the training text holds. It trained in 14.7 minutes on
-2 CPU cores (the model card records the run).
+since 2,000 steps read about 20 times as many characters as the training text holds. Its training time on 2 CPU
+cores is in the model card (labkit/weights/lm_teacher.md).
 
 Every 100 steps a row of the learning curve (training loss, bits per character of the first 16,000 held-out
 characters) is kept and a checkpoint written to runs/lm_teacher/; ``--resume`` continues an interrupted run from
@@ -166,8 +167,8 @@ before it is read. The vocabulary and the corpus hash are stored in the file's h
   embedding; {r['parameters']:,} parameters; vocabulary of {r['vocab_size']} (the characters seen at least 5 times in
   the training text, the rest mapped to one unknown id).
 - Data: `{c['source']}` of Python 3.11.7, the documentation topics that `help()` shows, shipped inside
-  labkit (`labkit/lm/data`, the same text on every Python): no download. Copyright the Python Software Foundation, distributed under the
-  {c['license']}. Topics sorted by name; a topic is held out when the sha256 of its name is 0 mod 10
+  labkit (`labkit/lm/data`, the same text on every Python): no download. Copyright the Python Software Foundation,
+  distributed under the {c['license']}. Topics sorted by name; a topic is held out when the sha256 of its name is 0 mod 10
   ({len(c['held_out_topics'])} topics, {c['held_out_chars']:,} characters; {c['train_chars']:,} for training).
   Corpus sha256 `{c['sha256']}`: `labkit.lm.load_corpus` refuses other text, and a damaged copy of the shipped file.
 - Command: `{r['command']}` (`labkit.lm.train_lm`: next-token cross-entropy on random windows of {m['context']}

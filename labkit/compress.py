@@ -318,9 +318,7 @@ class CompiledModel(InferenceModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_model_input(x, check_range=False).contiguous(memory_format=torch.channels_last)
         signature = (tuple(x.shape), x.dtype, x.device)
-        # Dynamo stops compiling a graph after 8 shapes and sends every new one, silently, through the slow
-        # uncompiled graph: a notebook meets more batch sizes than that
-        with torch.inference_mode(), torch._dynamo.config.patch(recompile_limit=MAX_BATCH_SIZES):
+        with torch.inference_mode():
             if signature in self._compiled_for:
                 return self.compiled(x)
             # Freezing (weights become constants, prepacked for oneDNN: what lets Inductor fuse the int8 kernels) is
@@ -328,7 +326,11 @@ class CompiledModel(InferenceModel):
             # tutorial does, it would also freeze the weights of a model compiled for evaluation during training.
             # One compile thread: more start worker processes, each with its own copy of torch (hundreds of MiB),
             # which a Binder-sized memory limit does not hold.
-            with torch._inductor.config.patch(freezing=True, compile_threads=1), _quiet_backends():
+            # Dynamo stops compiling a graph after 8 shapes and sends every new one, silently, through the slow
+            # uncompiled graph: a notebook meets more batch sizes than that. The limit is read on a cache miss only,
+            # so the calls above, already compiled, need no patch (which costs ~80 us, a batch-1 call ~600).
+            with torch._inductor.config.patch(freezing=True, compile_threads=1), \
+                    torch._dynamo.config.patch(recompile_limit=MAX_BATCH_SIZES), _quiet_backends():
                 out = self.compiled(x)
             self._compiled_for.add(signature)
             return out

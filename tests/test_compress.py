@@ -390,4 +390,6 @@ def test_a_compiled_model_compiles_more_batch_sizes_than_dynamos_default():
     model.compiled = Recorder()  # each call records the limit Dynamo would apply to it
     for batch in (1, 2, 1):  # a first call compiles, a repeated shape reuses what it compiled
         model(torch.zeros(batch, 3, 4, 4))
-    assert Recorder.limits == [MAX_BATCH_SIZES] * 3 and MAX_BATCH_SIZES > torch._dynamo.config.recompile_limit
+    # the limit is read on a cache miss only: the repeated shape runs without the patch's ~80 us
+    default = torch._dynamo.config.recompile_limit
+    assert Recorder.limits == [MAX_BATCH_SIZES, MAX_BATCH_SIZES, default] and MAX_BATCH_SIZES > default
