@@ -1,4 +1,5 @@
-"""The ``labkit`` command line: train a teacher, distill a student, evaluate weights (introduced in 04_cifar_teacher).
+"""The ``labkit`` command line: train a teacher, distill a student, evaluate weights (introduced in 04_cifar_teacher),
+grade students' notebooks (docs/instructors.md).
 
 ``train-teacher`` and ``distill`` also run data parallel under ``accelerate launch`` (docs/scaling.md).
 """
@@ -16,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from labkit import models
+from labkit import grade, models
 from labkit.atomic import write_text_atomic
 from labkit.data import load_cifar10
 from labkit.distributed import processes
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="CIFAR-10 folder (default: $LABKIT_DATA, then the cache, then download)")
     p.add_argument("--quick", action="store_true", help="evaluate on 200 test images only")
     p.add_argument("--threads", type=POSITIVE_INT, help="torch CPU threads (default: torch's choice)")
+    grade.add_arguments(sub.add_parser("grade", help="run students' notebooks and write a gradebook of their checks"))
     return parser
 
 
@@ -150,6 +152,11 @@ def _training_size(args) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # every argument is checked here, before any data or weights are read
+    if args.command == "grade":
+        try:
+            return grade.run(args)
+        except grade.GradingError as error:
+            parser.error(str(error))
     args.quick = args.quick or quick_mode()
     if args.command != "evaluate" and args.out and Path(args.out).is_file():
         parser.error(f"--out {args.out} is a file; give a folder for the checkpoint, history.csv and weights")

@@ -8,7 +8,7 @@ message names the mistake instead of only saying "wrong". A failed check raises 
 One module per notebook; every check is importable from here (``from labkit.checks import check_...``).
 """
 
-from labkit.checks._base import CheckFailed
+from labkit.checks._base import AnswerMissing, CheckFailed, recorded
 from labkit.checks.dark_knowledge import (
     check_most_torn, check_mistake_similarity, check_dark_knowledge_extremes, check_label_smoothing,
 )
@@ -34,6 +34,7 @@ from labkit.checks.decision_boundaries import check_pseudo_labels, check_noisy_r
 from labkit.checks.distill_language_model import check_reverse_kl, check_lowest_diversity, check_beta_sweep
 
 __all__ = [
+    "AnswerMissing",
     "CheckFailed",
     "check_most_torn",
     "check_mistake_similarity",
@@ -74,3 +75,9 @@ __all__ = [
     "check_lowest_diversity",
     "check_beta_sweep",
 ]
+
+# What labkit.grade reads: every check importable from here records its outcome while a notebook is graded.
+for _name in __all__:
+    if _name.startswith("check_"):
+        globals()[_name] = recorded(globals()[_name])
+del _name

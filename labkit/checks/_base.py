@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-from typing import Any
+import os
+from typing import Any, Callable
 
 import torch
 from scipy.special import rel_entr, softmax
 
 
+GRADE_LOG_ENV = "LABKIT_GRADE_LOG"  # set by labkit.grade: the file each check call appends its outcome to
+
+
 class CheckFailed(AssertionError):
     """An exercise's answer is missing or wrong; the message says what to look at."""
+
+
+class AnswerMissing(CheckFailed):
+    """The answer is still the stub the student copy holds (None, ``...``, a function that returns None): a
+    gradebook (labkit.grade) says "not done" rather than "failed"."""
+
+
+def _record(check: Callable, error: BaseException | None) -> None:
+    """Append ``check``'s outcome to the file named by ``$LABKIT_GRADE_LOG``, if set."""
+    log = os.environ.get(GRADE_LOG_ENV)
+    if not log:
+        return
+    if error is None:
+        status, message = "passed", ""
+    elif isinstance(error, CheckFailed):
+        status, message = ("not done" if isinstance(error, AnswerMissing) else "failed"), str(error)
+    else:
+        status, message = "error", f"{type(error).__name__}: {error}"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"check": check.__name__, "status": status, "message": message}) + "\n")
+
+
+def recorded(check: Callable) -> Callable:
+    """``check`` that also records its outcome when ``$LABKIT_GRADE_LOG`` is set (labkit.grade sets it in the
+    kernel of each graded notebook); otherwise the check is unchanged."""
+    @functools.wraps(check)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = check(*args, **kwargs)
+        except BaseException as error:  # an interrupted check (the grader's time limit) is recorded too
+            _record(check, error)
+            raise
+        _record(check, None)
+        return result
+    return run
 
 
 def _passed(what: str) -> None:
@@ -19,7 +60,7 @@ def _passed(what: str) -> None:
 
 def _given(answer: Any, name: str) -> Any:
     if answer is None or answer is Ellipsis:
-        raise CheckFailed(f"`{name}` is still empty: replace the `None` with your answer and run the cell again")
+        raise AnswerMissing(f"`{name}` is still empty: replace the `None` with your answer and run the cell again")
     return answer
 
 
@@ -72,7 +113,7 @@ def _call(fn: Any, name: str, *args: Any) -> Any:
     except Exception as err:  # any bug in the learner's code is reported, not re-raised
         raise CheckFailed(f"`{name}` raised {type(err).__name__}: {err}") from err
     if out is None:
-        raise CheckFailed(f"`{name}` returned None: write its body and `return` the result")
+        raise AnswerMissing(f"`{name}` returned None: write its body and `return` the result")
     return out
 
 

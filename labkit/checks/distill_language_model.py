@@ -7,9 +7,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.special import rel_entr, softmax
-from scipy.stats import entropy
+from scipy.special import rel_entr
 
 from labkit.checks._base import CheckFailed, _passed, _given, _number, _compare, _call, _soft
 
@@ -38,7 +36,6 @@ def check_reverse_kl(my_reverse_kl: Callable) -> None:
                     (batch, time) else "")
             raise CheckFailed(f"`my_reverse_kl` returned shape {tuple(out.shape)}{hint}; return one number")
         name = f"my_reverse_kl on logits of shape {shape}"
-        log_q, log_p = np.log(q.numpy()), np.log(p.numpy())
         _compare(out, reverse.mean(), name, {
             "that is the forward KL, KL(teacher || student): the reverse one averages under the student, "
             "sum_v q_v (log q_v - log p_v)": per_position(rel_entr(p.numpy(), q.numpy())).mean(),
@@ -49,7 +46,7 @@ def check_reverse_kl(my_reverse_kl: Callable) -> None:
             "used probabilities where log-probabilities belong: q (log q - log p) needs log_softmax":
                 per_position(q.numpy() * (q.numpy() - p.numpy())).mean(),
             "F.kl_div(input, target) computes target (log target - input): pass the teacher's *log*-probabilities "
-            "as input and the student's probabilities as target": per_position(q.numpy() * (log_q - p.numpy())).mean(),
+            "as input and the student's probabilities as target": per_position(q.numpy() * (np.log(q.numpy()) - p.numpy())).mean(),
             "the logits are not log-probabilities: apply log_softmax to both first":
                 per_position(q.numpy() * (s.numpy() - t.numpy())).mean(),
             "the sign is flipped: a KL is never negative": -reverse.mean(),
@@ -84,7 +81,7 @@ def check_lowest_diversity(lowest_diversity: str, metrics: dict[str, dict]) -> N
     if lowest_diversity == min(entropy, key=entropy.get):
         raise CheckFailed(f"{lowest_diversity!r} has the lowest sample entropy, a related but other measure: the "
                           "question is about distinct-4, the share of distinct character 4-grams in the samples")
-    raise CheckFailed(f"`lowest_diversity` is not the arm with the lowest distinct-4 rate: compare "
+    raise CheckFailed("`lowest_diversity` is not the arm with the lowest distinct-4 rate: compare "
                       "`metrics[arm]['distinct_4']` over the arms")
 
 

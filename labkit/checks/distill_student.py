@@ -10,7 +10,7 @@ from torch import nn
 from labkit.distillation import distillation_loss
 from labkit.loader import Batch
 
-from labkit.checks._base import CheckFailed, _passed, _tensor, _compare
+from labkit.checks._base import AnswerMissing, CheckFailed, _passed, _tensor, _compare
 
 
 def check_distillation_step(my_step: Callable) -> None:
@@ -58,7 +58,7 @@ def check_distillation_step(my_step: Callable) -> None:
         raise CheckFailed(f"`my_step` should be a function, got {type(my_step).__name__}")
     losses, weights, teacher_weights = attempt(my_step)
     if any(v is None for v in losses):
-        raise CheckFailed("the step returned None: `return loss.item()` at the end")
+        raise AnswerMissing("the step returned None: `return loss.item()` at the end")
     if any(not torch.equal(a, b) for a, b in zip(teacher_weights, nets()[1].parameters())):
         raise CheckFailed("the teacher's weights changed: only the student learns (the optimizer holds the "
                           "student's parameters; compute the teacher's logits under torch.no_grad())")
@@ -135,7 +135,7 @@ def check_train_epoch(my_train_epoch: Callable) -> None:
         raise CheckFailed(f"`train_epoch` raised {type(err).__name__}: {err}") from err
     losses, expected, expected_teacher = run(None)
     if mean_loss is None and same(weights, nets()[0].state_dict()):
-        raise CheckFailed("`train_epoch` returned None and trained nothing: write its body (student.train(), your "
+        raise AnswerMissing("`train_epoch` returned None and trained nothing: write its body (student.train(), your "
                           "distillation_step on every batch) and return the mean of the steps' losses")
     if not same(teacher_state, expected_teacher):
         raise CheckFailed("the teacher's BatchNorm statistics changed: leave the teacher in eval mode (only the "

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from scipy.special import softmax
 
 from labkit.checks._base import CheckFailed, _passed, _tensor, _compare, _soft
 

@@ -7,8 +7,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import softmax
-from scipy.stats import entropy
 
 from labkit.distillation import distillation_loss
 
