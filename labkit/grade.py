@@ -6,8 +6,9 @@ each check call outside the solution markers is one graded row, each written ans
 all-solution code cell) one row to read by hand. A submission is matched to its notebook by the two-digit number
 that starts its file name, and its student is the folder that holds it (``submissions/<student>/05_....ipynb``).
 
-Each submission runs in quick mode, in a fresh kernel whose working folder is a temporary one, under a time limit per
-notebook; the submission itself is only read. The checks record every call (``labkit.checks`` writes a line per
+Each submission runs in quick mode, in a fresh kernel whose working folder is a temporary one (beside a copy of the
+course's measured results, which notebooks read), under a time limit per notebook; the submission itself is only
+read. The checks record every call (``labkit.checks`` writes a line per
 call to the file named by ``LABKIT_GRADE_LOG``), and a row counts only the call that the handed-out notebook makes,
 in the cell that makes it: a deleted, edited or redefined check call is "not done". An error in one cell leaves the
 later cells running, so the exercises that do not depend on it are still graded.
@@ -22,18 +23,20 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import defaultdict
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
 from labkit.atomic import write_text_atomic
-from labkit.checks._base import GRADE_LOG_ENV
+from labkit.results import results_dir
 from labkit.students import CODE_BEGIN, CODE_END, MARKDOWN_BEGIN
-from labkit.settings import QUICK_ENV
+from labkit.settings import GRADE_LOG_ENV, QUICK_ENV
 
 EXERCISE_HEADING = re.compile(r"^(?:### Exercise (\d+) ·|\*\*Exercise (\d+)\.)", re.MULTILINE)
 CHECK_NAME = re.compile(r"check_\w+")
@@ -125,7 +128,19 @@ class _Run:
     stop_reason: str = ""
 
 
-def _execute(notebook: nbformat.NotebookNode, time_limit: float) -> _Run:
+def _course_copy(folder: Path, notebooks: Path) -> Path:
+    """A folder inside ``folder`` for the kernel to run in, seen by labkit as the course's notebooks folder: a copy
+    of the course's measured results (benchmarks/results, which notebooks read) beside it, so that whatever the
+    notebook reads is the course's and whatever it writes stays in ``folder``."""
+    results = results_dir(Path(notebooks))
+    if results.parent.name == "benchmarks" and (results.parent.parent / "labkit").is_dir():  # inside a checkout
+        shutil.copytree(results, folder / "benchmarks" / "results")
+        (folder / "labkit").mkdir()
+    (folder / "notebooks").mkdir()
+    return folder / "notebooks"
+
+
+def _execute(notebook: nbformat.NotebookNode, time_limit: float, notebooks: Path) -> _Run:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -134,7 +149,7 @@ def _execute(notebook: nbformat.NotebookNode, time_limit: float) -> _Run:
         log = Path(folder) / ".labkit-grade-log.jsonl"
         env = {**os.environ, QUICK_ENV: "1", GRADE_LOG_ENV: str(log), "MPLBACKEND": "agg"}
         client = NotebookClient(notebook, kernel_name="python3", allow_errors=True, startup_timeout=120,
-                                resources={"metadata": {"path": folder}})
+                                resources={"metadata": {"path": str(_course_copy(Path(folder), notebooks))}})
         deadline, read = time.monotonic() + time_limit, 0
         with client.setup_kernel(env=env):
             for index, cell in enumerate(notebook.cells):
@@ -165,20 +180,27 @@ def _row(exercise: Exercise, cell: int | None, run: _Run) -> tuple[str, str]:
     if run.stopped_at is not None and cell >= run.stopped_at:
         return "not reached", f"{run.stop_reason}, at cell {run.stopped_at}"
     records = [r for r in run.records[cell] if r["check"] == exercise.check]
+    if len(records) > 1:
+        return "not done", (f"`{exercise.check}` ran {len(records)} times in cell {cell}: keep only the call as "
+                            "handed out")
     if records:
-        return records[-1]["status"], records[-1]["message"]
+        return records[0]["status"], records[0]["message"]
     if cell in run.errors:
         return "error", f"cell {cell} raised {run.errors[cell]}"
     return "not done", f"`{exercise.check}` did not run in cell {cell} (was it redefined?)"
 
 
-def grade_submission(path: Path, student: str, expected: list[Exercise], time_limit: float) -> list[Row]:
-    """The rows of one submitted notebook, graded against the instructor's ``expected`` exercises."""
+def grade_submission(path: Path, student: str, notebook_name: str, expected: list[Exercise], time_limit: float,
+                     notebooks: Path) -> list[Row]:
+    """The rows of one submitted notebook, graded against the exercises ``expected`` of the instructor's
+    ``notebook_name`` (in the folder ``notebooks``, whose course's results the notebook reads)."""
     def rows(status_of) -> list[Row]:
         out = []
         for exercise in expected:
-            status, detail = status_of(exercise) if exercise.check else ("to read", "a written answer: read it")
-            out.append(Row(student, path.name, exercise.label, exercise.check, status, SCORED.get(status), detail))
+            status, detail = (status_of(exercise) if exercise.check else
+                              ("to read", f"a written answer: read it in {path}"))
+            out.append(Row(student, notebook_name, exercise.label, exercise.check, status, SCORED.get(status),
+                           detail))
         return out
 
     try:
@@ -188,7 +210,7 @@ def grade_submission(path: Path, student: str, expected: list[Exercise], time_li
         why = f"{path} is not a notebook: {type(error).__name__}: {error}"
         return rows(lambda e: ("unreadable", why))
     try:
-        run = _execute(notebook, time_limit)
+        run = _execute(notebook, time_limit, notebooks)
     except Exception as error:  # noqa: BLE001  (a kernel that cannot start is a row, never a crash)
         why = f"could not run the notebook: {type(error).__name__}: {error}"
         return rows(lambda e: ("error", why))
@@ -221,10 +243,34 @@ def instructor_exercises(folder: Path) -> dict[str, tuple[str, list[Exercise]]]:
     return found
 
 
-def grade(paths: list[Path], notebooks: Path, time_limit: float = 1200, progress: bool = True) -> list[Row]:
-    """Grade every submitted notebook in ``paths``; the rows of the gradebook."""
-    expected, rows = instructor_exercises(notebooks), []
-    for path in submissions(paths):
+def _check_kernel() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        raise GradingError("no Python kernel to run the notebooks in: install ipykernel (pip install "
+                           "'labkit[lab]')") from None
+
+
+def _check_one_per_student(found: list[Path]) -> None:
+    seen: dict[tuple[str, str], Path] = {}
+    for path in found:
+        number = NOTEBOOK_NUMBER.match(path.name)
+        key = (path.parent.name, number.group(1) if number else path.name)
+        if key in seen:
+            raise GradingError(f"two submissions of notebook {key[1]} by {key[0]}: {seen[key]} and {path}; keep one")
+        seen[key] = path
+
+
+def grade(paths: list[Path], notebooks: Path, time_limit: float = 1200, progress: bool = True,
+          on_rows: Callable[[list[Row]], None] | None = None) -> list[Row]:
+    """Grade every submitted notebook in ``paths``; the rows of the gradebook. ``on_rows`` gets the rows so far
+    after each notebook (``labkit grade`` writes the gradebook each time, so an interrupted run keeps them)."""
+    _check_kernel()
+    expected, rows, found = instructor_exercises(notebooks), [], submissions(paths)
+    _check_one_per_student(found)
+    for path in found:
         number, student = NOTEBOOK_NUMBER.match(path.name), path.parent.name
         if number is None or number.group(1) not in expected:
             rows.append(Row(student, path.name, "-", "", "unknown notebook", None,
@@ -232,8 +278,11 @@ def grade(paths: list[Path], notebooks: Path, time_limit: float = 1200, progress
                             f"{', '.join(sorted(expected))})"))
             continue
         started = time.perf_counter()
-        graded = grade_submission(path, student, expected[number.group(1)][1], time_limit)
+        name, exercises_ = expected[number.group(1)]
+        graded = grade_submission(path, student, name, exercises_, time_limit, notebooks)
         rows += graded
+        if on_rows is not None:
+            on_rows(rows)
         if progress:
             scored = [r.score for r in graded if r.score is not None]
             print(f"{student}/{path.name}: {sum(scored)}/{len(scored)} checks passed "
@@ -288,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
     """``labkit grade``: grade, write the gradebook, print the summary."""
     if not args.time_limit > 0:
         raise GradingError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
-    rows = grade(args.submissions, args.notebooks, args.time_limit)
+    rows = grade(args.submissions, args.notebooks, args.time_limit,
+                 on_rows=lambda so_far: write_gradebook(so_far, args.out))
     csv_path, notes = write_gradebook(rows, args.out)
     print(summary(rows))
     print(f"wrote {csv_path} ({len(rows)} rows) and {notes}")

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import math
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+import labkit.checks.temperature
 from labkit import cli
 from labkit.grade import GradingError, Row, _cell_with_call, exercises, grade, submissions
+from labkit.settings import GRADE_LOG_ENV, QUICK_ENV, quick_mode
 from labkit.students import student_notebook
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -133,6 +138,8 @@ def test_what_students_hand_in_gives_a_row_never_a_crash(course: Path):
     hand_in(course, "edited", lab(half=HALF.replace(CALL_1, ""),
                                   softmax=SOFTMAX.replace("# END SOLUTION", "def check_numpy_softmax(*args):\n    "
                                                           "print('✓ Test passed')\n# END SOLUTION")))
+    hand_in(course, "missing", lab(half=HALF.replace("# END SOLUTION", "import not_a_module_anywhere\n# END SOLUTION")))
+    hand_in(course, "twice", lab(half=HALF + "\ncheck_half_as_likely(1 / math.log(2), torch.tensor([1.0, 0.0]), 0, 1)"))
     hand_in(course, "unreadable", "{ this is not a notebook")
     (course / "submissions" / "renamed").mkdir()
     nbformat.write(lab(), course / "submissions" / "renamed" / "my_lab.ipynb")
@@ -147,9 +154,14 @@ def test_what_students_hand_in_gives_a_row_never_a_crash(course: Path):
     (_, status1, detail1), (_, status2, detail2), _ = rows["broken"]
     assert status1 == status2 == "error"
     assert "RuntimeError: boom" in detail1 and "SyntaxError" in detail2
+    (_, status1, detail1), (_, status2, _), _ = rows["missing"]
+    assert (status1, status2) == ("error", "passed")
+    assert "ModuleNotFoundError" in detail1 and "not_a_module_anywhere" in detail1
     (_, status1, detail1), (_, status2, detail2), _ = rows["edited"]
     assert status1 == status2 == "not done"
     assert "deleted or edited" in detail1 and "redefined" in detail2
+    assert rows["twice"][0][1:] == ("not done", "`check_half_as_likely` ran 2 times in cell 4: keep only the call as "
+                                                "handed out")
     assert {status for _, status, _ in rows["unreadable"]} == {"unreadable", "to read"}
     assert "not a notebook" in rows["unreadable"][0][2]
     assert rows["renamed"] == [("-", "unknown notebook", rows["renamed"][0][2])]
@@ -175,3 +187,26 @@ def test_bad_arguments_say_what_to_pass(course: Path, tmp_path: Path):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["grade", str(course / "submissions"), "--time-limit", "0"])
     assert exit_.value.code == 2
+
+
+def test_two_submissions_of_one_notebook_by_one_student_are_refused_before_anything_runs(course: Path):
+    hand_in(course, "ada", lab())
+    nbformat.write(lab(), course / "submissions" / "ada" / "01_tiny_lab-Copy1.ipynb")
+    with pytest.raises(GradingError, match="two submissions of notebook 01 by ada"):
+        grade([course / "submissions"], course / "notebooks")
+
+
+def test_a_graded_run_stays_in_quick_mode_whatever_the_notebook_sets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv(QUICK_ENV, "0")
+    assert not quick_mode()
+    monkeypatch.setenv(GRADE_LOG_ENV, str(tmp_path / "log.jsonl"))
+    assert quick_mode()
+
+
+def test_a_check_imported_from_its_notebooks_module_records_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv(GRADE_LOG_ENV, str(log))
+    labkit.checks.temperature.check_half_as_likely(1 / math.log(2), torch.tensor([1.0, 0.0]), 0, 1)
+    with pytest.raises(labkit.checks.AnswerMissing):
+        labkit.checks.temperature.check_half_as_likely(None, torch.tensor([1.0, 0.0]), 0, 1)
+    assert [json.loads(line)["status"] for line in log.read_text().splitlines()] == ["passed", "not done"]

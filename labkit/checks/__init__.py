@@ -8,6 +8,8 @@ message names the mistake instead of only saying "wrong". A failed check raises 
 One module per notebook; every check is importable from here (``from labkit.checks import check_...``).
 """
 
+import sys
+
 from labkit.checks._base import AnswerMissing, CheckFailed, recorded
 from labkit.checks.dark_knowledge import (
     check_most_torn, check_mistake_similarity, check_dark_knowledge_extremes, check_label_smoothing,
@@ -76,8 +78,10 @@ __all__ = [
     "check_beta_sweep",
 ]
 
-# What labkit.grade reads: every check importable from here records its outcome while a notebook is graded.
+# What labkit.grade reads: every check records its outcome while a notebook is graded, imported from here or from
+# its notebook's module.
 for _name in __all__:
     if _name.startswith("check_"):
         globals()[_name] = recorded(globals()[_name])
+        setattr(sys.modules[globals()[_name].__module__], _name, globals()[_name])
 del _name

@@ -11,8 +11,7 @@ from typing import Any, Callable
 import torch
 from scipy.special import rel_entr, softmax
 
-
-GRADE_LOG_ENV = "LABKIT_GRADE_LOG"  # set by labkit.grade: the file each check call appends its outcome to
+from labkit.settings import GRADE_LOG_ENV
 
 
 class CheckFailed(AssertionError):

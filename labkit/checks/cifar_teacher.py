@@ -82,6 +82,7 @@ def check_smoothing_calibration(calibration_demo: Any, labels: torch.Tensor) -> 
     ``calibration_demo[eps]`` for ``eps`` in (0.2, 0.0) holds ``"logits"`` (on the images of ``labels``), ``"acc"``
     and ``"confidence"`` (mean top probability); both numbers are recomputed from the logits.
     """
+    _given(calibration_demo, "calibration_demo")
     if not isinstance(calibration_demo, dict) or sorted(calibration_demo) != [0.0, 0.2]:
         raise CheckFailed("`calibration_demo` should be a dict with keys 0.2 and 0.0 (the label smoothing of each "
                           "model), each holding 'logits', 'acc' and 'confidence'")

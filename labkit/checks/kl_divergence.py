@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from labkit.distillation import distillation_loss
 
-from labkit.checks._base import CheckFailed, _passed, _compare, _call, _kl, _soft
+from labkit.checks._base import CheckFailed, _passed, _given, _compare, _call, _kl, _soft
 
 
 def check_kl_directions(kl_forward: Sequence[float], kl_reverse: Sequence[float], teacher_logits: torch.Tensor,
@@ -92,6 +92,7 @@ def check_loss_parts(parts: Any, student_logits: torch.Tensor, teacher_logits: t
     ``parts[alpha]`` must be ``(soft, hard)`` with soft = alpha · T² · KL(teacher_T ‖ student_T) and hard =
     (1 − alpha) · CE(student, labels), both batch means; they are recomputed with SciPy.
     """
+    _given(parts, "near_parts")
     if not isinstance(parts, dict) or sorted(parts) != sorted(alphas):
         raise CheckFailed(f"`parts` should be a dict with one entry per alpha, keys {list(alphas)}")
     kl = _kl(_soft(teacher_logits, T), _soft(student_logits, T)).item()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.checks._base import CheckFailed, _passed, _number, _call
+from labkit.checks._base import CheckFailed, _passed, _given, _number, _call
 
 
 def _accuracy_with_bias(logits: np.ndarray, labels: np.ndarray, omitted: int, bias: float,
@@ -60,6 +60,7 @@ def check_choose_bias(my_choose_bias: Callable) -> None:
 def check_where_cats_go(cats_go_to: Any, runs: dict[str, list[dict]], classes: Sequence[str]) -> None:
     """Exercise 2 of 10_omitted_class: for each arm, the class that receives most of the omitted class's test
     images before the bias, summed over the seeds (``omitted_row`` of each run)."""
+    _given(cats_go_to, "cats_go_to")
     if not isinstance(cats_go_to, dict) or set(cats_go_to) != set(runs):
         raise CheckFailed(f"`cats_go_to` should be a dict with one class name per arm, keys {sorted(runs)}")
     for arm, arm_runs in runs.items():
