@@ -20,6 +20,7 @@ import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import labkit.checks.temperature
+import labkit.grade
 from labkit import cli
 from labkit.grade import GradingError, Row, _cell_with_call, exercises, grade, submissions
 from labkit.settings import GRADE_LOG_ENV, QUICK_ENV, quick_mode
@@ -210,3 +211,9 @@ def test_a_check_imported_from_its_notebooks_module_records_too(monkeypatch: pyt
     with pytest.raises(labkit.checks.AnswerMissing):
         labkit.checks.temperature.check_half_as_likely(None, torch.tensor([1.0, 0.0]), 0, 1)
     assert [json.loads(line)["status"] for line in log.read_text().splitlines()] == ["passed", "not done"]
+
+
+def test_python_m_labkit_grade_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_:
+        labkit.grade.main([str(tmp_path / "absent")])
+    assert exit_.value.code == 2 and "no such file or folder" in capsys.readouterr().err
