@@ -1,14 +1,31 @@
-"""Shared by the benchmark scripts: machine description, a printed table, and JSON results."""
+"""Shared by the benchmark scripts: machine description, a printed table, JSON results and kept runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 from labkit.atomic import write_text_atomic
 from labkit.results import machine_info as machine  # noqa: F401  (what the scripts record their numbers on)
 
 RESULTS = Path(__file__).parent / "results"
+KEPT = Path(__file__).parent / "kept"
+
+
+def kept_result(folder: str, name: str, what: dict, make: Callable[[], dict], quick: bool) -> dict:
+    """``make()``'s JSON-ready result, kept as ``benchmarks/kept/<folder>/<name>_<hash of what>.json`` (``what``:
+    everything that decides it), so that an interrupted benchmark continues where it stopped; quick mode keeps
+    nothing."""
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = KEPT / folder / f"{name}_{digest}.json"
+    if not quick and path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))["result"]
+    result = make()
+    if not quick:
+        write_text_atomic(path, json.dumps({"what": what, "result": result}, default=str))
+    return result
 
 
 def print_table(rows: list[dict]) -> None:

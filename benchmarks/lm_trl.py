@@ -16,27 +16,31 @@ comes back as a CharTransformer (labkit.lm.hf.from_hf) and both are measured ali
 forward and reverse KL to the teacher on held-out windows, and on their own samples the teacher's bits per
 character and the two KLs (labkit.lm.on_policy_metrics). Paired differences (labkit - TRL) over the seeds.
 
-Writes benchmarks/results/lm_trl.json and .md (quick mode: lm_trl_quick.*, a smoke test of seconds).
+Each finished (seed, arm, implementation) run is kept in benchmarks/kept/lm_trl/ (an interrupted run continues; quick
+mode keeps nothing). Writes benchmarks/results/lm_trl.json and .md (quick mode: lm_trl_quick.*, a smoke test of
+seconds).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
+import importlib.metadata
 import tempfile
 import time
+from dataclasses import asdict
 
 import torch
 
-from _common import write_report
+from _common import kept_result, write_report
+from _lm_common import LMSetup, corpus_windows, lm_benchmark
 from labkit import lm
 from labkit.lm import hf
-from labkit.settings import PRECISION_ENV, QUICK_ENV, quick_mode
 from labkit.stats import describe_gain, paired_gains
+from labkit.teacher import fingerprint
 
 ARMS = {"b: forward KL, corpus": (0.0, 0.0), "d: reverse KL, on-policy": (1.0, 1.0),
         "e: JSD 0.5, on-policy": (1.0, 0.5)}  # (lmbda, beta) of GKD
+LIBRARIES = {name: importlib.metadata.version(name) for name in ("torch", "transformers", "trl")}
 METRICS = ("bits_per_character", "forward_kl", "reverse_kl", "own_text_teacher_bpc", "own_text_reverse_kl")
 
 
@@ -77,11 +81,11 @@ def trl_arm(arm: str, student: lm.CharTransformer, teacher: lm.CharTransformer, 
     return hf.from_hf(gpt2)
 
 
-def measure(model: lm.CharTransformer, teacher: lm.CharTransformer, held: torch.Tensor, windows: lm.TokenBatch,
-            teacher_logits: torch.Tensor, train_ids: torch.Tensor, budget: lm.DistillBudget) -> dict[str, float]:
-    scores = lm.compare_to_teacher(model, windows, teacher_logits)
-    scores["bits_per_character"] = lm.bits_per_character(model, held)
-    own = lm.batch_from_model_samples(model, train_ids, budget.samples, budget.context,
+def measure(model: lm.CharTransformer, setup: LMSetup) -> dict[str, float]:
+    budget, teacher = setup.budget, setup.teacher
+    scores = lm.compare_to_teacher(model, setup.eval_windows, setup.teacher_logits)
+    scores["bits_per_character"] = lm.bits_per_character(model, setup.held)
+    own = lm.batch_from_model_samples(model, setup.train_ids, budget.samples, budget.context,
                                       torch.Generator().manual_seed(123), prompt_length=budget.prompt_length)
     on_policy = lm.on_policy_metrics(model, teacher, own)
     scores.update(own_text_teacher_bpc=on_policy["teacher_bits_per_character"],
@@ -90,41 +94,31 @@ def measure(model: lm.CharTransformer, teacher: lm.CharTransformer, held: torch.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--quick", action="store_true", help=f"a smoke test of seconds (also {QUICK_ENV}=1)")
-    args = parser.parse_args()
-    if args.quick:
-        os.environ[QUICK_ENV] = "1"
-    os.environ[PRECISION_ENV] = "fp32"  # TRL's trainer runs in float32 here too
-    quick = quick_mode()
-    seeds = args.seeds[:2] if quick else args.seeds
-    budget = lm.distill_budget()
-    loaded = lm.load_lm_teacher("cpu")
-    teacher, tokenizer = loaded.model, loaded.tokenizer
-    corpus = lm.load_corpus(expected_sha256=loaded.corpus_sha256)
-    train_ids, held = tokenizer.encode(corpus.train), tokenizer.encode(corpus.held_out)[:budget.held_out_chars]
-    eval_windows = lm.text_windows(held, budget.context)
-    teacher_logits = lm.window_logits(teacher, eval_windows)
+    setup = lm_benchmark(__doc__.splitlines()[0])  # float32: TRL's trainer runs in float32 here too
+    seeds, quick, budget, teacher, tokenizer = setup.seeds, setup.quick, setup.budget, setup.teacher, setup.tokenizer
     results = {arm: {"labkit": [], "TRL": []} for arm in ARMS}
     seconds = {arm: {"labkit": 0.0, "TRL": 0.0} for arm in ARMS}
     started = time.perf_counter()
     for seed in seeds:
-        g = torch.Generator().manual_seed(seed)
-        windows = torch.cat([lm.batch_from_corpus(train_ids, budget.batch_size, budget.context, g).tokens
-                             for _ in range(budget.steps)])
+        windows = corpus_windows(setup, seed)
         for arm in ARMS:
             for impl in ("labkit", "TRL"):
-                torch.manual_seed(seed)
-                student = lm.CharTransformer(budget.student_config(tokenizer.vocab_size))
-                t0 = time.perf_counter()
-                if impl == "labkit":
-                    labkit_arm(arm, student, teacher, windows, train_ids, budget, seed)
-                else:
-                    student = trl_arm(arm, student, teacher, windows, tokenizer, budget, seed)
-                seconds[arm][impl] += time.perf_counter() - t0
-                results[arm][impl].append(measure(student, teacher, held, eval_windows, teacher_logits, train_ids,
-                                                  budget))
+                def run() -> dict:
+                    torch.manual_seed(seed)
+                    student = lm.CharTransformer(budget.student_config(tokenizer.vocab_size))
+                    t0 = time.perf_counter()
+                    if impl == "labkit":
+                        labkit_arm(arm, student, teacher, windows, setup.train_ids, budget, seed)
+                    else:
+                        student = trl_arm(arm, student, teacher, windows, tokenizer, budget, seed)
+                    elapsed = time.perf_counter() - t0
+                    return {**measure(student, setup), "seconds": round(elapsed, 1)}
+
+                what = {"seed": seed, "arm": arm, "impl": impl, "budget": asdict(budget),
+                        "teacher": fingerprint(teacher)[:16], "libraries": LIBRARIES}
+                result = kept_result("lm_trl", f"seed{seed}_{arm[0]}_{impl}", what, run, quick)
+                seconds[arm][impl] += result.pop("seconds")
+                results[arm][impl].append(result)
                 print(f"seed {seed} {arm:<26} {impl:<6} " + ", ".join(
                     f"{k} {v:.3f}" for k, v in results[arm][impl][-1].items()), flush=True)
     gains = {}

@@ -165,6 +165,8 @@ def test_losses_want_3d_logits_and_finite_values():
     with pytest.raises(ValueError, match="batch, time, vocab.*kl_at_temperature"):
         lm.reverse_kl(torch.randn(4, 5), torch.randn(4, 5))
     with pytest.raises(ValueError, match="same shape"):
+        lm.forward_kl(torch.randn(1, 4, 5), torch.randn(1, 3, 5))
+    with pytest.raises(lm.VocabularyMismatchError, match="one vocabulary"):
         lm.forward_kl(torch.randn(1, 4, 5), torch.randn(1, 4, 6))
     bad = torch.randn(1, 2, 3)
     bad[0, 1, 2] = float("nan")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.distillation import kl_at_temperature
-from labkit.lm.tokenizer import _check_ids
+from labkit.lm.tokenizer import VocabularyMismatchError, _check_ids
 from labkit.validate import check_logits, check_same_shape, check_temperature, warn_if_probabilities
 
 
@@ -20,6 +20,12 @@ def _flatten_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
             raise ValueError(f"{name} must be a (batch, time, vocab) tensor, got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}; for "
                              "(batch, classes) logits use labkit.kl_at_temperature")
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise VocabularyMismatchError(
+            f"student_logits cover {student_logits.shape[-1]} tokens and teacher_logits {teacher_logits.shape[-1]}: a "
+            "per-token divergence needs one vocabulary. Map the teacher's distribution onto the student's tokens "
+            "(labkit.lm.project_to_vocabulary, when every teacher token stands for one student token), or distill at "
+            "the sequence level: train the student on text the teacher wrote (labkit.lm.model_text)")
     check_same_shape(student_logits, teacher_logits, ("student_logits", "teacher_logits"))
     vocab = student_logits.shape[-1]
     return student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab)
