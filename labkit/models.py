@@ -112,6 +112,8 @@ class CifarNet(nn.Module):
     :func:`init_whitening`); otherwise it is a trainable 3x3 convolution.
     """
 
+    OUTPUT_SETTINGS = ("logit_scale",)  # beyond the weights: labkit.teacher.teacher_identity reads it
+
     def __init__(self, widths: tuple[int, int, int], stem_width: int, whiten: bool, num_classes: int = 10,
                  logit_scale: float = 1 / 9, train_bn_weight: bool = False,
                  mid_widths: tuple[int, int, int] | None = None):

@@ -40,7 +40,8 @@ from labkit.history import History
 from labkit.pretrained import load_weights, save_weights
 from labkit.settings import LEGACY_PRECISION, precision
 from labkit.stats import summarize
-from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+from labkit.teacher import (FrozenTeacher, code_digest, fingerprint, short_identity, teacher_identity,
+                            teacher_logits_for_views)
 from labkit.train import TrainConfig, distill
 
 # Summarised over seeds for every arm of every experiment.
@@ -192,7 +193,7 @@ class Protocol:
     def _run_description(self, seed: int, teacher: FrozenTeacher, options: dict) -> dict:
         """Everything that decides a run's result: what its kept copy is named by."""
         described = {k: describe_option(v) for k, v in options.items()}
-        return {"budget": asdict(self.budget), "seed": seed, "options": described, "teacher": fingerprint(teacher),
+        return {"budget": asdict(self.budget), "seed": seed, "options": described, "teacher": teacher_identity(teacher),
                 "data": self.settings(), "training_set": training_set_digest(self.data),
                 "precision": precision(None, options.get("start"))}
 
@@ -217,25 +218,14 @@ class Protocol:
         return replace(self, data=data, budget=replace(self.budget, **budget_changes), _test_logits=self._test_logits)
 
 
-def _code_digest(code: types.CodeType, h: "hashlib._Hash") -> None:
-    # what the code computes, not where it was written: a notebook cell's file name changes every session
-    h.update(code.co_code)
-    h.update(repr(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _code_digest(const, h)
-        else:
-            h.update(repr(const).encode())
-
-
 def describe_option(value: object) -> object:
-    """How a run option enters a stored run's name (introduced in 05_distill_student): a model by its weights'
-    fingerprint; labkit's own functions by their name (labkit's version decides them, and the runs kept in
+    """How a run option enters a stored run's name (introduced in 05_distill_student): a model by what it computes
+    (:func:`labkit.teacher.short_identity`); labkit's own functions by their name (labkit's version decides them, and the runs kept in
     benchmarks/kept keep their names); any other function by its name and a digest of its code, defaults and
     captured values, so that two different lambdas, or one edited, are two runs; a ``functools.partial`` by its
     function and arguments; anything else as it is."""
     if isinstance(value, nn.Module):
-        return fingerprint(value)[:16]
+        return short_identity(value)
     if isinstance(value, functools.partial):
         return {"partial": describe_option(value.func), "args": [describe_option(a) for a in value.args],
                 "keywords": {k: describe_option(v) for k, v in sorted(value.keywords.items())}}
@@ -243,7 +233,7 @@ def describe_option(value: object) -> object:
         if value.__module__.startswith("labkit") and "<" not in value.__qualname__ and not value.__closure__:
             return value.__name__
         h = hashlib.sha256()
-        _code_digest(value.__code__, h)
+        code_digest(value.__code__, h)
         captured = [cell.cell_contents for cell in value.__closure__ or ()]
         h.update(repr([describe_option(v) for v in (*(value.__defaults__ or ()), *captured)]).encode())
         return f"{value.__qualname__}#{h.hexdigest()[:12]}"

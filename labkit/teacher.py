@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
+import types
 import zlib
 
 import torch
@@ -58,6 +60,67 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def code_digest(code: types.CodeType, h: "hashlib._Hash") -> None:
+    """Feed ``h`` with what ``code`` computes (its bytecode, names and constants, nested code included), not where
+    it was written: a notebook cell's file name changes every session."""
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            code_digest(const, h)
+        else:
+            h.update(repr(const).encode())
+
+
+def _settings(module: nn.Module) -> dict:
+    """A module's own plain settings: the numbers, strings and flags (and tuples of them) it holds."""
+    def plain(v: object) -> bool:
+        return isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v))
+    return {k: v for k, v in sorted(vars(module).items()) if not k.startswith("_") and k != "training" and plain(v)}
+
+
+def _beyond_weights(module: nn.Module) -> list | None:
+    """What else than its weights decides ``module``'s own computation, or None when nothing does: for a class
+    defined outside labkit and PyTorch (a learner's wrapper), its code and settings; for a labkit class, the
+    settings it names in ``OUTPUT_SETTINGS`` that differ from its constructor's defaults."""
+    cls = type(module)
+    if not cls.__module__.startswith(("labkit", "torch")):
+        h = hashlib.sha256()
+        for name, attr in sorted(vars(cls).items()):
+            if isinstance(attr, types.FunctionType):
+                h.update(name.encode())
+                code_digest(attr.__code__, h)
+        return [cls.__qualname__, h.hexdigest()[:16], _settings(module)]
+    named = getattr(cls, "OUTPUT_SETTINGS", ())
+    if not named:
+        return None
+    defaults = inspect.signature(cls.__init__).parameters
+    changed = {k: getattr(module, k) for k in named if k in defaults and getattr(module, k) != defaults[k].default}
+    return [cls.__qualname__, changed] if changed else None
+
+
+def teacher_identity(model: nn.Module) -> str:
+    """What a teacher computes, as the key of its cached logits, of the runs stored with it and of resume checks
+    (introduced in 05_distill_student): its :func:`fingerprint` (the weights), followed by a digest of whatever
+    else decides its outputs, when anything does (:func:`_beyond_weights` of every module: a learner's wrapper that
+    divides by a temperature, a changed ``logit_scale``). A labkit model as labkit builds it keeps its plain
+    fingerprint, so the runs kept before this identity existed keep their names. Not covered: attributes of
+    PyTorch's own layers changed after they were built."""
+    extra = [(name, found) for name, m in model.named_modules() if (found := _beyond_weights(m)) is not None]
+    if not extra:
+        return fingerprint(model)
+    return fingerprint(model) + "+" + hashlib.sha256(repr(extra).encode()).hexdigest()[:16]
+
+
+def short_identity(model: nn.Module) -> str:
+    """:func:`teacher_identity` with the weights' part cut to 16 hex digits, as run records and names carry it."""
+    weights, plus, extra = teacher_identity(model).partition("+")
+    return weights[:16] + plus + extra
+
+
 def _crc32(view: torch.Tensor | AugmentedView | ImageSubset, size: int = 2_000) -> int:
     crc = 0
     for s in range(0, len(view), size):  # a slice at a time: views and subsets make their images on demand
@@ -70,7 +133,8 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
                              use_cache: bool = True, progress: bool = True) -> torch.Tensor:
     """The teacher's logits for each image of each view (uint8 images or :class:`AugmentedView`), as K x N x C.
 
-    Cached on disk under labkit's cache folder, keyed by the teacher's weights, the views' contents and the
+    Cached on disk under labkit's cache folder, keyed by what the teacher computes (:func:`teacher_identity`), the
+    views' contents and the
     precision the teacher computes in (:func:`labkit.settings.precision`), so every later student run (other
     seeds, T, alpha) reuses them. The file is checksummed like the data cache: a damaged one is reported and
     rebuilt, never used.
@@ -78,7 +142,7 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
     # a GPU under `accelerate launch` (docs/scaling.md); a teacher without weights (labkit.controls) has a buffer
     device = next(itertools.chain(teacher.parameters(), teacher.buffers())).device
     computed_in = precision(device, teacher)
-    h = hashlib.sha256(fingerprint(teacher).encode())
+    h = hashlib.sha256(teacher_identity(teacher).encode())
     if computed_in != LEGACY_PRECISION:  # float32 logits keep the names they had before labkit had a precision
         h.update(computed_in.encode())
     for v in views:

@@ -29,7 +29,7 @@ from labkit.history import History
 from labkit.loader import AIRBENCH, Augment, AugmentedView, Batch, Loader, make_views
 from labkit.models import CifarNet, init_whitening, is_whitened
 from labkit.settings import LEGACY_PRECISION, PRECISION_ENV
-from labkit.teacher import FrozenTeacher, fingerprint, teacher_logits_for_views
+from labkit.teacher import FrozenTeacher, short_identity, teacher_logits_for_views
 from labkit.transfer import TransferSetError, count_unlabelled, labelled_mask
 from labkit.validate import NonFiniteLogitsError, check_alpha, check_temperature
 
@@ -458,7 +458,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
 
     run = {"kind": "distill", **_plain(config), "data": training_set_digest(data), "T": T, "alpha": alpha,
            "teacher_views": teacher_views,
-           "views_seed": views_seed, "teacher": fingerprint(frozen)[:16],
+           "views_seed": views_seed, "teacher": short_identity(frozen),
            "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None,
            "targets": getattr(targets, "__name__", None), **({"kl_T": kl_T} if kl_T != T else {})}
     return _fit(student, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
