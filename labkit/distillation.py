@@ -66,6 +66,9 @@ def entropy(p: torch.Tensor, base: float = 2.0) -> torch.Tensor:
     """
     if not isinstance(p, torch.Tensor) or p.dim() == 0 or p.shape[-1] == 0:
         raise ValueError("p must be a tensor of probabilities with a non-empty class dimension")
+    if not (isinstance(base, (int, float)) and math.isfinite(base) and base > 0 and base != 1):
+        raise ValueError(f"base must be a logarithm's base, a number > 0 other than 1 (2 for bits, math.e for nats), "
+                         f"got {base}")
     check_distributions(p, "p")
     p_safe = torch.where(p > 0, p, torch.ones_like(p))  # 1 log 1 = 0: the value and the gradient avoid log(0)
     return -(p_safe * torch.log(p_safe)).sum(dim=-1) / math.log(base)

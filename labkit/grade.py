@@ -167,6 +167,7 @@ def _execute(notebook: nbformat.NotebookNode, time_limit: float, notebooks: Path
                 error = next((o for o in cell.outputs if o.output_type == "error"), None)
                 if error is not None:
                     run.errors[index] = f"{error.ename}: {error.evalue}"
+                cell.outputs = []  # only the error was needed: a notebook that prints a lot costs no memory here
                 lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
                 run.records[index] += [json.loads(line) for line in lines[read:]]
                 read = len(lines)

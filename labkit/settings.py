@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager, TypeVar
 
@@ -19,13 +20,20 @@ DATA_ENV = "LABKIT_DATA"
 CACHE_ENV = "LABKIT_CACHE"
 
 
+_ON, _OFF = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
 def quick_mode() -> bool:
     """True when ``LABKIT_QUICK`` is set to 1/true/yes: the test command's small, fast settings. Also while
     ``labkit grade`` runs a student's notebook (``LABKIT_GRADE_LOG`` set), whatever the notebook sets: a graded
     run stays within its time limit."""
     if os.environ.get(GRADE_LOG_ENV):
         return True
-    return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    value = os.environ.get(QUICK_ENV, "").strip().lower()
+    if value not in _ON | _OFF:
+        warnings.warn(f"{QUICK_ENV}={value!r} is neither on ({', '.join(sorted(_ON))}) nor off (empty, "
+                      f"{', '.join(sorted(_OFF - {''}))}): running in full mode", UserWarning, stacklevel=2)
+    return value in _ON
 
 
 def pick(full: T_, quick: T_) -> T_:

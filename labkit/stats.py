@@ -10,9 +10,19 @@ from typing import Sequence
 ALPHA = 0.05  # one false claim in twenty, for a whole family of comparisons
 
 
+def _finite(values: Sequence[float], what: str) -> list[float]:
+    """``values`` as floats, or a ValueError naming ``what`` when one is NaN or infinite (a failed run, usually)."""
+    values = [float(v) for v in values]
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{what} holds NaN or an infinity ({bad[0]} among {values}): a run diverged or was not measured; rerun it or "
+                         "leave it out of every arm (the values are paired by seed)")
+    return values
+
+
 def summarize(values: Sequence[float]) -> dict:
     """Mean, sample standard deviation (0 for one value), min, max and the values themselves."""
-    values = [float(v) for v in values]
+    values = _finite(values, "the values to summarize")
     if not values:
         raise ValueError("nothing to summarize")
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -34,7 +44,7 @@ def paired_interval(a: Sequence[float], b: Sequence[float], confidence: float = 
         raise ValueError(f"need two equally long lists of at least 2 paired values, got {len(a)} and {len(b)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    diffs = [x - y for x, y in zip(_finite(a, "the first arm"), _finite(b, "the second arm"))]
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
     se = sd / math.sqrt(len(diffs))
     half = stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * se
@@ -49,6 +59,7 @@ def holm(p_values: Sequence[float], alpha: float = ALPHA) -> list[dict]:
     at ``alpha / m``, the next at ``alpha / (m - 1)``, ..., and testing stops at the first that fails. For each
     p-value (in the given order): the ``level`` it is tested at and whether it is ``rejected`` (the difference shown).
     The chance of any false claim in the family stays at most ``alpha``."""
+    p_values = _finite(p_values, "the p-values")
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
     out: list[dict] = [{}] * len(p_values)
     going = True
@@ -70,6 +81,11 @@ def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, st
     ``primary`` names the one comparison fixed before the runs: it is tested alone at ``1 - alpha``, and the others
     (Holm-corrected among themselves) are claimed only if it is shown.
     """
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise ValueError(f"the pair {pair!r} must be a tuple (a, b) of two arm names, e.g. ('kd', 'labels only')")
+    for name, values in arms.items():
+        _finite(values, f"the arm {name!r}")
     missing = sorted({name for pair in pairs for name in pair} - set(arms))
     if missing:
         raise ValueError(f"no arm named {missing}; the arms are {list(arms)}")

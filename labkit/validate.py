@@ -9,17 +9,33 @@ import warnings
 import torch
 
 
+MIN_TEMPERATURE = 1e-6  # far below any T a lesson uses, far above where logits / T overflow float32
+
+
+def _one_number(value: object, what: str) -> float:
+    """``value`` as a float, or a ValueError naming ``what`` (a tensor must hold one element)."""
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"{what} must be one number, got a tensor of shape {tuple(value.shape)}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+
+
 def check_temperature(T: float) -> float:
     """Return ``T`` as a float, or raise if it is not a finite positive number (introduced in 02_temperature)."""
-    T = float(T)
+    T = _one_number(T, "the temperature T")
     if not math.isfinite(T) or T <= 0:
         raise ValueError(f"temperature T must be a finite number > 0, got {T}")
+    if T < MIN_TEMPERATURE:
+        raise ValueError(f"temperature T = {T:g} is below {MIN_TEMPERATURE:g}: logits / T would overflow float32 and "
+                         "give NaN; for the one-hot limit take the argmax (or T = 1e-6)")
     return T
 
 
 def check_alpha(alpha: float) -> float:
     """Return ``alpha`` as a float, or raise if it is NaN or outside [0, 1] (introduced in 03_kl_divergence)."""
-    alpha = float(alpha)
+    alpha = _one_number(alpha, "alpha (weight of the teacher's soft term)")
     if not 0.0 <= alpha <= 1.0:  # also rejects NaN, which fails every comparison
         raise ValueError(f"alpha (weight of the teacher's soft term) must lie in [0, 1], got {alpha}")
     return alpha
@@ -102,6 +118,8 @@ def is_distribution(x: torch.Tensor) -> bool:
 
 def check_distributions(x: torch.Tensor, name: str) -> None:
     """Raise unless every row of ``x`` is a probability distribution (introduced in 03_kl_divergence)."""
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor of probabilities, got {x.dtype}: convert it with .float()")
     if not (x >= 0).all():  # also rejects NaN, which fails every comparison
         raise ValueError(f"{name} must be probabilities (no negative or NaN entries)")
     if not is_distribution(x):

@@ -94,6 +94,9 @@ def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tor
     Introduced in 12_distill_language_model. ``targets[b, t]`` is the token that follows position t, i.e. the
     inputs shifted by one (:attr:`TokenBatch.targets`). Computed in float32 even under autocast.
     """
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"targets must be a torch.Tensor of token ids, got {type(targets).__name__}: convert it with "
+                         "torch.as_tensor(targets)")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"logits must be (batch, time, vocab) and targets (batch, time), got shapes "
                          f"{tuple(getattr(logits, 'shape', ()))} and {tuple(targets.shape)}")

@@ -15,12 +15,13 @@ teacher said, and at ``k = vocab`` it is exactly :func:`~labkit.lm.losses.forwar
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from labkit.validate import check_logits, check_temperature
+from labkit.validate import check_logits, check_temperature, warn_if_probabilities
 
 
 class TopKTargets(NamedTuple):
@@ -41,7 +42,7 @@ def top_k_targets(teacher_logits: torch.Tensor, k: int, T: float = 1.0) -> TopKT
     vocab = teacher_logits.shape[-1]
     if not 1 <= k <= vocab:
         raise ValueError(f"k must lie between 1 and the vocabulary's {vocab} tokens, got {k}")
-    check_logits(teacher_logits.reshape(-1, vocab), "teacher_logits")
+    check_logits(teacher_logits.reshape(-1, vocab), "teacher_logits", masked_ok=True)  # a masked token: probability 0
     log_p = F.log_softmax(teacher_logits.detach().float() / check_temperature(T), dim=-1)
     values, ids = log_p.topk(k, dim=-1)
     return TopKTargets(ids, values, vocab, T)
@@ -66,10 +67,13 @@ def top_k_forward_kl(student_logits: torch.Tensor, targets: TopKTargets) -> torc
                          f"{tuple(targets.ids.shape[:-1])} positions over {targets.vocab_size} tokens")
     student = student_logits.reshape(-1, targets.vocab_size)  # one row per token
     check_logits(student, "student_logits")
+    warn_if_probabilities(student_logits=student)
     log_q = F.log_softmax(student.float() / targets.T, dim=-1).gather(1, targets.ids.reshape(len(student), -1))
     log_p = targets.log_probs.reshape(len(student), -1)
     log_p_renormalised = log_p - log_p.logsumexp(-1, keepdim=True)
-    return (log_p_renormalised.exp() * (log_p_renormalised - log_q)).sum() / len(student)
+    kept = log_p_renormalised > -math.inf  # a masked token in the store (probability 0) adds 0, not 0 * inf
+    terms = torch.where(kept, log_p_renormalised.exp() * (log_p_renormalised - log_q), 0.0)
+    return terms.sum() / len(student)
 
 
 def bytes_per_token(k: int, vocab_size: int) -> int:

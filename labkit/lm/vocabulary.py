@@ -37,6 +37,9 @@ def project_to_vocabulary(teacher_logits: torch.Tensor, mapping: torch.Tensor, s
     (:func:`vocabulary_map`); one that none is sent to gets the probability 1.2e-38 (float32's smallest normal
     number), negligible, and finite log-probabilities for the losses. Pass the result where teacher logits go (a log-softmax leaves it as it
     is); detached, computed in float32."""
+    if not isinstance(mapping, torch.Tensor):
+        raise ValueError(f"mapping must be a tensor, got {type(mapping).__name__}: build it with "
+                         "vocabulary_map(teacher_tokenizer, student_tokenizer)")
     if mapping.dim() != 1 or teacher_logits.shape[-1] != len(mapping):
         raise ValueError(f"mapping must give one student id per teacher token ({teacher_logits.shape[-1]}), got shape "
                          f"{tuple(mapping.shape)}: build it with vocabulary_map(teacher_tokenizer, student_tokenizer)")
