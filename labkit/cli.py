@@ -36,7 +36,11 @@ def _number(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            try:
+                float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}") from None
         if not (math.isfinite(value) and test(value)):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
@@ -162,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out} is a file; give a folder for the checkpoint, history.csv and weights")
     if args.command == "distill" and args.teacher != "pretrained" and not Path(args.teacher).is_file():
         parser.error(f"--teacher {args.teacher}: no such file (give 'pretrained' or a .safetensors file)")
+    if args.command == "evaluate" and args.weights != "pretrained" and not Path(args.weights).is_file():
+        parser.error(f"--weights {args.weights}: no such file (give 'pretrained' or a .safetensors file)")
     if args.threads:
         torch.set_num_threads(args.threads)
     parallel = processes()

@@ -237,7 +237,12 @@ def instructor_exercises(folder: Path) -> dict[str, tuple[str, list[Exercise]]]:
     """The instructor's notebooks in ``folder`` by number: (file name, exercises)."""
     found = {}
     for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
-        found[path.name[:2]] = (path.name, exercises(nbformat.read(path, as_version=4)))
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as error:  # noqa: BLE001  (nbformat raises several kinds for a damaged file)
+            raise GradingError(f"the instructor notebook {path} cannot be read ({type(error).__name__}: {error}): "
+                               "restore it from the course") from None
+        found[path.name[:2]] = (path.name, exercises(notebook))
     if not found:
         raise GradingError(f"no instructor notebooks (NN_name.ipynb) in {folder}: pass --notebooks with the folder "
                            "of solved notebooks")

@@ -112,6 +112,9 @@ def paired_gains(arms: dict[str, Sequence[float]], pairs: Sequence[tuple[str, st
 def describe_gain(gain: dict, unit: float = 100.0, suffix: str = " points") -> str:
     """A paired difference in words: ``+1.23 points, 95% interval [+0.40, +2.06]: shown`` (or ``not shown``), with
     the correction it was tested under (:func:`paired_gains`)."""
+    if gain["shown"] and gain["low"] <= 0 <= gain["high"]:
+        raise ValueError(f"a gain marked shown whose interval [{gain['low']:.4g}, {gain['high']:.4g}] includes 0: "
+                         "take gains from paired_gains or paired_interval, which set 'shown' from the interval")
     level = f"{100 * gain['confidence']:.2f}".rstrip("0").rstrip(".")
     correction = {"holm": f" (Holm, {gain.get('comparisons')} comparisons)",
                   "primary": " (the primary comparison)"}.get(gain.get("correction", "none"), "")

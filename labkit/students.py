@@ -51,7 +51,7 @@ def _student_code(source: str) -> str:
         elif stubs is None:
             lines.append(line)
         elif text.startswith(STUB.strip()):
-            stubs.append(indent + text[len(STUB):])
+            stubs.append(indent + text[len(STUB.strip()):].removeprefix(" "))
     if stubs is not None:
         raise StudentCopyError(f"{CODE_BEGIN!r} without {CODE_END!r} in:\n{source}")
     return "\n".join(lines)
@@ -86,17 +86,26 @@ def student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def write_student_copies(notebooks: list[Path], out: Path) -> list[Path]:
     """Write the student copy of each notebook into ``out`` under the same file name; returns the paths. Every
     copy is made before any is written, and none may replace a notebook it was made from."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise StudentCopyError(f"{out} is a file: --out must be a folder for the student copies")
     sources = {Path(path).resolve() for path in notebooks}
-    copies = {}
+    copies, made_from = {}, {}
     for path in notebooks:
         target = Path(out) / Path(path).name
         if target.resolve() in sources:
             raise StudentCopyError(f"the student copy of {path} would overwrite the notebook {target} (and its "
                                    "solutions): choose another --out folder")
+        if target in made_from:
+            raise StudentCopyError(f"{made_from[target]} and {path} have the same file name, so their student copies "
+                                   f"would both be {target}: rename one, or copy them into different folders")
         try:
             copies[target] = student_notebook(nbformat.read(path, as_version=4))
         except StudentCopyError as error:
             raise StudentCopyError(f"{path}: {error}") from None
+        except Exception as error:  # noqa: BLE001  (nbformat raises several kinds for a damaged file)
+            raise StudentCopyError(f"{path} is not a notebook ({type(error).__name__}: {error}); no copy was "
+                                   "written") from None
+        made_from[target] = path
     for target, copy in copies.items():
         write_text_atomic(target, nbformat.writes(copy) + "\n")
     return list(copies)

@@ -68,12 +68,21 @@ def _tensor(answer: Any, name: str, shape: tuple[int, ...] | None = None) -> tor
     _given(answer, name)
     try:
         if isinstance(answer, (list, tuple)):
-            t = torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in answer]) if answer else torch.zeros(0)
+            rows = [torch.as_tensor(x) for x in answer]
+            if len({tuple(r.shape) for r in rows}) > 1:
+                raise CheckFailed(f"the rows of `{name}` have different lengths "
+                                  f"({sorted({tuple(r.shape) for r in rows})}): give one value per entry in each row")
+            dtype = torch.complex128 if any(r.is_complex() for r in rows) else torch.float64
+            t = torch.stack([r.to(dtype) for r in rows]) if rows else torch.zeros(0)
         else:
-            t = torch.as_tensor(answer).detach().to(torch.float64)
+            t = torch.as_tensor(answer).detach()
     except (TypeError, ValueError, RuntimeError):
         raise CheckFailed(f"`{name}` should hold numbers (a tensor, array, list or number), "
                           f"got {type(answer).__name__}") from None
+    if t.is_complex():
+        raise CheckFailed(f"`{name}` holds complex numbers: the answer is real (check for a square root or a log of a "
+                          "negative number)")
+    t = t.to(torch.float64)
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise CheckFailed(f"expected `{name}` of shape {tuple(shape)}, got {tuple(t.shape)}")
     return t
