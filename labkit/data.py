@@ -66,6 +66,11 @@ class CifarData:
         Returns the data with the held-out images removed from ``train_*`` and the ``(images, labels)`` held out.
         The remaining training images are an :class:`ImageSubset` of ``train_images``, not a copy of them.
         """
+        counts = torch.bincount(self.train_labels[self.train_labels >= 0])  # unlabelled images (-1) are not a class
+        fewest = int(counts[counts > 0].min()) if counts.any() else 0
+        if val_per_class >= fewest:
+            raise ValueError(f"val_per_class={val_per_class} would leave no training image of some class (the "
+                             f"smallest has {fewest}): hold out fewer")
         val_idx = stratified_indices(self.train_labels, val_per_class, seed)
         keep = torch.ones(len(self.train_labels), dtype=torch.bool)
         keep[val_idx] = False
@@ -73,6 +78,9 @@ class CifarData:
 
     def with_validation(self, val_per_class: int = 500, seed: int = 0) -> "CifarData":
         """The data with ``val_per_class`` training images per class moved into ``val_*`` (05_distill_student)."""
+        if self.val_images is not None:
+            raise ValueError(f"this data has a validation split already ({len(self.val_labels)} images): take a new "
+                             "one from the data without it (a cell run twice? rerun the cell that made the data)")
         rest, (val_images, val_labels) = self.split_validation(val_per_class, seed)
         return replace(rest, val_images=val_images, val_labels=val_labels)
 
@@ -259,7 +267,12 @@ def _read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
 
     out = {}
     for split in ("train", "test"):
-        ds = ImageFolder(str(folder / split), loader=lambda p: p)
+        try:
+            ds = ImageFolder(str(folder / split), loader=lambda p: p)
+        except FileNotFoundError as err:  # torchvision's: no class folder, or a class folder without images
+            empty = [c for c in CIFAR10_CLASSES if (folder / split / c).is_dir() and not any((folder / split / c).iterdir())]
+            where = folder / split / empty[0] if empty else folder / split
+            raise DataError(f"{where} holds no images ({err}): extract the CIFAR-10 copy again") from None
         if tuple(ds.classes) != CIFAR10_CLASSES:
             raise DataError(f"{folder / split} has class folders {ds.classes}, expected {list(CIFAR10_CLASSES)}")
         with warnings.catch_warnings():

@@ -123,6 +123,10 @@ class Loader:
                  augment: Augment | None = None, shuffle: bool = True, drop_last: bool = False, seed: int = 0,
                  channels_last: bool = False):
         self.views = list(images) if isinstance(images, (list, tuple)) else [images]
+        for view in self.views:
+            if getattr(view, "dtype", torch.uint8) != torch.uint8:
+                raise ValueError(f"Loader wants uint8 images (0..255, as load_cifar10 gives them), got {view.dtype}: "
+                                 "for float images in [0, 1] pass (images * 255).round().to(torch.uint8)")
         if any(v.shape != self.views[0].shape for v in self.views) or len(self.views[0]) != len(labels):
             raise ValueError("every view must have the shape of the others and one label per image")
         if batch_size < 1:

@@ -59,6 +59,8 @@ class TrainConfig:
     eval_tta: str = "none"  # per-epoch test evaluation; the final report can add TTA
 
     def __post_init__(self):
+        if not math.isfinite(self.epochs):
+            raise ValueError(f"epochs must be a finite number > 0, got {self.epochs}")
         if not self.epochs > 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
 
@@ -295,6 +297,13 @@ def prepare_for_training(model: nn.Module, data: CifarData, config: TrainConfig,
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise NotADirectoryError(f"out={str(out)!r} is a file; pass a folder for the checkpoint and history.csv")
     n = len(data.train_labels)
+    if n == 0:
+        raise NoTrainingStepsError("the training set is empty (0 images): nothing would train; check the subset or "
+                                   "mask that made it")
+    outputs = getattr(getattr(model, "head", None), "out_features", None)
+    if outputs is not None and outputs != len(data.classes):
+        raise ValueError(f"the model has {outputs} classes (outputs) and the data {len(data.classes)}: create it with "
+                         f"num_classes={len(data.classes)}")
     if n < config.batch_size:
         raise NoTrainingStepsError(f"{n} training images make no full batch of {config.batch_size} (the last, "
                                    f"incomplete batch is dropped), so nothing would train; pass batch_size <= {n}")

@@ -83,5 +83,9 @@ def pseudo_labelled(data: CifarData, teacher: nn.Module) -> CifarData:
     labels = data.train_labels.clone()
     if missing.any():
         index = missing.nonzero().flatten()
-        labels[index] = predict_logits(teacher, data.train_images[index]).argmax(1).to(labels.dtype)
+        logits = predict_logits(teacher, data.train_images[index])
+        if logits.shape[1] != len(data.classes):
+            raise TransferSetError(f"the teacher has {logits.shape[1]} classes and the data {len(data.classes)}: "
+                                   "pseudo-label with a teacher of the data's classes")
+        labels[index] = logits.argmax(1).to(labels.dtype)
     return replace(data, train_labels=labels)
