@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +78,12 @@ def load_checked(path: str | Path) -> object:
 
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:  # truncated, empty, or not tensors
+        raise DamagedFileError(f"{path} is damaged or is no checkpoint ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else 'empty'}). Delete it (a checkpoint: "
+                               "training starts again from the beginning)") from None
     if not (isinstance(state, dict) and CHECKED_KEY in state):
         return state
     payload = state["payload"].numpy().tobytes()

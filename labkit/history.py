@@ -47,6 +47,11 @@ class History:
     @classmethod
     def from_dict(cls, columns: dict[str, list]) -> "History":
         """The inverse of :meth:`to_dict`: e.g. the ``history`` of a run record read back from a results JSON."""
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            described = ", ".join(f"{name} has {n}" for name, n in sorted(lengths.items(), key=lambda kv: kv[1]))
+            raise ValueError(f"the history's columns have different lengths ({described} values): the record is "
+                             "damaged; rerun the run that wrote it")
         return cls(dict(zip(columns, values)) for values in zip(*columns.values()))
 
     def to_csv(self, path: str | Path) -> Path:
@@ -59,7 +64,14 @@ class History:
     @classmethod
     def from_csv(cls, path: str | Path) -> "History":
         with open(path, newline="") as f:
-            return cls({k: _number(v) for k, v in row.items()} for row in csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                if None in row.values() or None in row:  # a row cut short, or one with more fields than the header
+                    raise ValueError(f"{path}, line {reader.line_num}: the row does not match the header "
+                                     f"{reader.fieldnames} (the file was cut or edited); delete it or rerun the training")
+                rows.append({k: _number(v) for k, v in row.items()})
+        return cls(rows)
 
     def plot(self, columns: list[str], ax=None, label: str = "", **kwargs):
         """Plot ``columns`` against the epoch number on ``ax`` (a new figure if None); returns the axes."""

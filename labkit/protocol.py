@@ -37,7 +37,7 @@ from labkit.data import CifarData, training_set_digest
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
-from labkit.pretrained import load_weights, save_weights
+from labkit.pretrained import WeightsError, load_weights, save_weights
 from labkit.settings import LEGACY_PRECISION, precision
 from labkit.stats import summarize
 from labkit.teacher import (FrozenTeacher, code_digest, fingerprint, short_identity, teacher_identity,
@@ -259,9 +259,15 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
         if say is not None:
             say(f"    (reusing the finished run {kept.name})")
         stored = _read_stored_run(kept.with_suffix(".json"))
-        if STORED_RUN_KEY not in stored:  # kept before stored runs carried a checksum
-            return load_weights(skeleton(), kept.with_suffix(".safetensors")), stored
-        return load_weights(skeleton(), kept.with_suffix(".safetensors"), stored["weights_sha256"]), stored["record"]
+        weights = kept.with_suffix(".safetensors")
+        try:
+            if STORED_RUN_KEY not in stored:  # kept before stored runs carried a checksum
+                return load_weights(skeleton(), weights), stored
+            return load_weights(skeleton(), weights, stored["weights_sha256"]), stored["record"]
+        except (WeightsError, KeyError) as error:
+            raise StoredRunError(f"the stored run {kept.with_suffix('.json')} (weights {weights.name}) cannot be read "
+                                 f"back ({type(error).__name__}: {error}): delete it and its weights, and the run is "
+                                 "trained again") from None
     model, record = make()
     sha = save_weights(model, kept.with_suffix(".safetensors"), half=False)
     # written last: it marks the run finished, and the checksum catches weights damaged since

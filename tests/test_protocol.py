@@ -85,8 +85,6 @@ def test_a_stored_run_is_read_back_not_retrained_and_seeds_can_draw_their_own_ba
 
 
 def test_a_stored_run_reads_back_and_refuses_damage_with_the_file_named(tmp_path):
-    from labkit.pretrained import WeightsError
-
     made = []
 
     def make():
@@ -103,7 +101,7 @@ def test_a_stored_run_reads_back_and_refuses_damage_with_the_file_named(tmp_path
     blob = bytearray(weights.read_bytes())
     blob[-1] ^= 0xFF  # one flipped bit of a tensor: a file that still loads, with a wrong number
     weights.write_bytes(bytes(blob))
-    with pytest.raises(WeightsError, match=weights.name):
+    with pytest.raises(protocol.StoredRunError, match=weights.name + ".*delete it"):
         protocol.kept_model(tmp_path, what, make, skeleton)
     record_file = next(tmp_path.glob("*.json"))
     record_file.write_text('{"labkit_stored_run": 1, "weights_sha')
