@@ -83,6 +83,8 @@ def _svd(layer: nn.Linear | nn.Conv2d, rank: int) -> tuple[torch.Tensor, torch.T
     """Left and right factors, each scaled by sqrt(S): ``left @ right`` is the rank-``rank`` truncation."""
     _check(layer)
     matrix = _matrix(layer)
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise LowRankError(f"rank must be a whole number, got {rank!r}")
     if not 1 <= rank <= min(matrix.shape):
         raise LowRankError(f"rank must be between 1 and the layer's full rank {min(matrix.shape)}, got {rank}")
     u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
@@ -166,7 +168,11 @@ def factorize(model: nn.Module, ranks: Mapping[str, int] | None = None, energy: 
         parent_name, _, child = name.rpartition(".")
         parent = small.get_submodule(parent_name) if parent_name else small
         layer = getattr(parent, child)
-        setattr(parent, child, (factorize_linear if isinstance(layer, nn.Linear) else factorize_conv)(layer, rank))
+        try:
+            small_layer = (factorize_linear if isinstance(layer, nn.Linear) else factorize_conv)(layer, rank)
+        except LowRankError as error:
+            raise LowRankError(f"layer {name}: {error}") from None
+        setattr(parent, child, small_layer)
     small.lowrank_ranks = chosen
     return small
 

@@ -67,7 +67,9 @@ def text_windows(ids: torch.Tensor, context: int) -> TokenBatch:
     """1-D ``ids`` cut into consecutive windows of ``context`` predictions: row i is tokens ``i * context`` to
     ``(i + 1) * context`` inclusive, so every token but the first is a target once (a shorter last window is
     dropped). Introduced in 12_distill_language_model, to score several models on the very same positions."""
-    if ids.dim() != 1 or context < 1 or len(ids) < context + 1:
+    if context < 1:
+        raise ValueError(f"context must be at least 1 prediction per window, got {context}")
+    if ids.dim() != 1 or len(ids) < context + 1:
         raise ValueError(f"ids must be 1-D with at least context + 1 = {context + 1} tokens, got shape "
                          f"{tuple(ids.shape)}")
     rows = (len(ids) - 1) // context

@@ -42,7 +42,11 @@ def load_corpus(expected_sha256: str | None = None) -> Corpus:
     with as ``expected_sha256`` to get a :class:`CorpusMismatchError` instead of numbers that silently differ.
     A damaged copy of the shipped file raises :class:`labkit.atomic.DamagedFileError`.
     """
-    topics = json.loads(gzip.decompress(TOPICS.read_bytes()))
+    try:
+        topics = json.loads(gzip.decompress(TOPICS.read_bytes()))
+    except (OSError, EOFError, ValueError) as error:  # a truncated or overwritten gzip, or text that is not JSON
+        raise DamagedFileError(f"{TOPICS} cannot be read ({type(error).__name__}: {error}): the file was changed or "
+                               "damaged; reinstall labkit (or restore the file with git)") from None
     names = sorted(topics)
     sha = hashlib.sha256("\n".join(topics[name] for name in names).encode()).hexdigest()
     if sha != TOPICS_SHA256:

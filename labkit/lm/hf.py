@@ -88,7 +88,16 @@ def to_hf(model: CharTransformer) -> Any:
 def from_hf(hf_model: Any) -> CharTransformer:
     """A ``GPT2LMHeadModel`` of :func:`to_hf`'s shape (exact GELU, no attention bias) back as a
     :class:`CharTransformer`, so that labkit's metrics read a model TRL trained (12_distill_language_model)."""
+    if type(hf_model).__name__ != "GPT2LMHeadModel":
+        raise ValueError(f"from_hf got a {type(hf_model).__name__}: it converts a GPT2LMHeadModel of to_hf's shape")
     c = hf_model.config
+    differs = {k: getattr(c, k) for k, v in (("layer_norm_epsilon", 1e-5), ("scale_attn_weights", True),
+                                              ("scale_attn_by_inverse_layer_idx", False),
+                                              ("reorder_and_upcast_attn", False))
+               if getattr(c, k, v) != v}
+    if differs:
+        raise ValueError(f"only GPT-2 models of to_hf's shape convert back: CharTransformer cannot hold {differs} "
+                         "(to_hf writes layer_norm_epsilon=1e-5 and scaled attention)")
     if c.activation_function != "gelu" or (c.n_inner or 4 * c.n_embd) != 4 * c.n_embd:
         raise ValueError(f"only GPT-2 models of to_hf's shape convert back (exact GELU, 4x MLP), got "
                          f"{c.activation_function!r} and n_inner={c.n_inner}")

@@ -67,6 +67,9 @@ def load_lm(path: str | Path, sha256: str | None = None, device: str | torch.dev
             header = json.loads((f.metadata() or {})[_HEADER_KEY])
         config = LMConfig(**header["config"])
         tokenizer = CharTokenizer(tuple(header["vocabulary"]))
+        if tokenizer.vocab_size != config.vocab_size:
+            raise WeightsError(f"{path}: its vocabulary has {tokenizer.vocab_size} tokens and its model "
+                               f"{config.vocab_size}: the file was edited; save the model again with save_lm")
     except (SafetensorError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise WeightsError(f"{path} is not a language model saved by labkit.lm.save_lm ({type(err).__name__}: {err}); "
                            "save it again with save_lm") from None

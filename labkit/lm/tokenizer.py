@@ -49,6 +49,9 @@ class CharTokenizer:
         ids = torch.as_tensor(ids)
         if ids.dim() == 2:
             return [self.decode(row) for row in ids]
+        if ids.dim() != 1:
+            raise ValueError(f"decode takes 1-D ids (one text) or 2-D ids (one text per row), got shape "
+                             f"{tuple(ids.shape)}")
         _check_ids(ids, self.vocab_size, "ids")
         table = (self.UNKNOWN_TEXT,) + self.chars
         return "".join(table[i] for i in ids.tolist())
@@ -72,6 +75,10 @@ def _check_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
 
 def check_same_vocabulary(expected: CharTokenizer, found: CharTokenizer, what: str = "the model") -> None:
     """Raise :class:`VocabularyMismatchError` unless ``found`` is ``expected``: ids mean other characters otherwise."""
+    if expected != found and set(expected.chars) == set(found.chars):
+        raise VocabularyMismatchError(f"{what} uses the same {found.vocab_size} tokens in another order, so every id "
+                                      "means another character: use the tokenizer load_lm returned with the teacher "
+                                      "for every model and text")
     if expected != found:
         only_expected, only_found = set(expected.chars) - set(found.chars), set(found.chars) - set(expected.chars)
         raise VocabularyMismatchError(f"{what} uses another vocabulary ({found.vocab_size} tokens, not "

@@ -21,6 +21,7 @@ from labkit.lm.batches import TokenBatch
 from labkit.lm.losses import next_token_cross_entropy
 from labkit.lm.model import CharTransformer, _device
 from labkit.train import NonFiniteLossError, ResumeError
+from labkit.teacher import short_identity
 
 
 Objective = Callable[[nn.Module, TokenBatch], torch.Tensor]
@@ -60,7 +61,7 @@ def teacher_objective(teacher: nn.Module, divergence: Callable[[torch.Tensor, to
             teacher_logits = teacher(batch.inputs)[:, k:]
         return divergence(model(batch.inputs)[:, k:], teacher_logits)
 
-    objective.description = f"teacher_objective({_divergence_name(divergence)})"
+    objective.description = f"teacher_objective({_divergence_name(divergence)}, teacher {short_identity(teacher)})"
     return objective
 
 
