@@ -29,7 +29,8 @@ def as_model_input(images: torch.Tensor, check_range: bool = True) -> torch.Tens
     float images are taken as they are, with an :class:`InputRangeWarning` when ``check_range`` and they lie far
     outside [0, 1], where every model predicts near chance. The range check costs a reduction and a device sync, so
     models make it in eval mode only (every accuracy goes through it) and never in the training step or in the
-    deployed models that the speed benchmarks time; nor while a graph is traced or compiled."""
+    compiled models that the speed benchmarks time (the ONNX Runtime model, on the CPU, makes it); nor while a graph
+    is traced or compiled."""
     if images.dtype == torch.uint8:
         return to_float(images)
     if check_range and images.numel() and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):

@@ -76,8 +76,6 @@ def test_float_images_in_0_255_reach_the_eager_model_with_a_warning(tiny_cnn):
 
 
 @fault("labkit.compress", "warning")
-@pytest.mark.xfail(strict=True, reason="OnnxModel.forward calls as_model_input(check_range=False): float images in "
-                   "0..255 are predicted (garbage) without the InputRangeWarning the eager model gives")
 def test_float_images_in_0_255_reach_the_onnx_model_with_a_warning(engines):
     x = images() * 255
     with pytest.warns(InputRangeWarning, match="divide 0..255 floats by 255"):
@@ -134,9 +132,7 @@ def test_images_of_another_size_are_refused_by_the_onnx_model_naming_the_dimensi
 @pytest.mark.parametrize("engine", [
     pytest.param("eager", marks=fault("labkit.models", "handled")),
     pytest.param("onnx_fp32", marks=fault("labkit.compress", "handled")),
-    pytest.param("onnx_int8", marks=[fault("labkit.compress", "handled"), pytest.mark.xfail(
-        strict=True, reason="the int8 ONNX model's QuantizeLinear turns a NaN pixel into a number: the NaN image "
-                            "gets finite, plausible logits (a silent prediction) where fp32 gives NaN")]),
+    pytest.param("onnx_int8", marks=fault("labkit.compress", "handled")),
 ])
 def test_a_nan_image_gives_nan_logits_and_leaves_the_other_images_alone(engines, engine):
     x = images()
@@ -190,8 +186,6 @@ def test_an_export_that_fails_midway_keeps_the_previous_file(tiny_cnn, onnx_file
 
 
 @fault("labkit.compress", "error")
-@pytest.mark.xfail(strict=True, reason="OnnxModel passes ONNX Runtime's InvalidProtobuf through ('Protobuf parsing "
-                   "failed'): it names the file but not what to do, where a missing file says to use export_onnx")
 def test_a_truncated_onnx_file_is_refused_naming_it_and_export_onnx(onnx_files, tmp_path):
     damaged = tmp_path / "damaged.onnx"
     data = onnx_files[0].read_bytes()
