@@ -251,11 +251,29 @@ def _read_batches_py(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def _png_chunks_intact(data: bytes) -> bool:
+    """Whether every chunk of a PNG file matches the CRC-32 written after it (and the file ends with IEND)."""
+    at = 8  # after the signature
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        chunk = data[at + 4:at + 8 + length]
+        if len(chunk) != 4 + length or zlib.crc32(chunk) != int.from_bytes(data[at + 8 + length:at + 12 + length], "big"):
+            return False
+        if chunk[:4] == b"IEND":
+            return True
+        at += 12 + length
+    return False
+
+
 def _read_image_folder(folder: Path) -> dict[str, torch.Tensor]:
     from torchvision.datasets import ImageFolder
     from torchvision.io import ImageReadMode, decode_image
 
     def decode(path: str) -> torch.Tensor:
+        if path.endswith(".png") and not _png_chunks_intact(Path(path).read_bytes()):
+            # libpng aborts the whole process on some damaged pixel data; its chunks' CRCs catch that first
+            raise DataError(f"{path}: cannot be decoded (a PNG chunk fails its CRC check); replace it, or extract "
+                            "the copy again")
         try:
             image = decode_image(path, mode=ImageReadMode.RGB)
         except RuntimeError as err:  # torchvision's C++ error names no file
