@@ -377,6 +377,20 @@ def _write_tensor_cache(path: Path, tensors: dict[str, torch.Tensor], key: str) 
     atomic_torch_save(blob, path)
 
 
+def images_crc32(images: "torch.Tensor | ImageSubset", size: int = 2_000) -> int:
+    """CRC-32 of the images' bytes, a slice at a time (a subset or a view makes its images on demand)."""
+    crc = 0
+    for s in range(0, len(images), size):
+        crc = zlib.crc32(images[s:s + size].contiguous().numpy().data, crc)
+    return crc
+
+
+def pixel_digest(data: CifarData) -> str:
+    """CRC-32 of every training image's pixels, in order: with :func:`training_set_digest` (which names kept runs,
+    and so cannot change), what tells a training set from another of the same labels (05_distill_student)."""
+    return f"{images_crc32(data.train_images):08x}"
+
+
 def training_set_digest(data: CifarData) -> str:
     """A digest of which training images there are and their labels: runs on other training sets of the same size
     (another labelled fraction, pseudo-labels) must not be taken for each other, nor a checkpoint resumed on

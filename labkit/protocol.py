@@ -33,7 +33,7 @@ from torch import nn
 
 from labkit import models
 from labkit.atomic import write_text_atomic
-from labkit.data import CifarData, training_set_digest
+from labkit.data import CifarData, pixel_digest, training_set_digest
 from labkit.distillation import kl_at_temperature
 from labkit.evaluate import accuracy, agreement, expected_calibration_error, predict_logits
 from labkit.history import History
@@ -188,7 +188,7 @@ class Protocol:
                           lambda: train_student(teacher, self.data, student=b.student, seed=seed,
                                                 data_seed=b.data_seed, progress=self.progress, **options),
                           lambda: models.create(b.student, num_classes=len(self.data.classes)) if start is None
-                          else copy.deepcopy(start), say=self.say)
+                          else copy.deepcopy(start), say=self.say, verify={"pixels": pixel_digest(self.data)})
 
     def _run_description(self, seed: int, teacher: FrozenTeacher, options: dict) -> dict:
         """Everything that decides a run's result: what its kept copy is named by."""
@@ -241,14 +241,17 @@ def describe_option(value: object) -> object:
 
 
 def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn.Module, dict]],
-               skeleton: Callable[[], nn.Module], say: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
+               skeleton: Callable[[], nn.Module], say: Callable[[str], None] | None = None,
+               verify: dict | None = None) -> tuple[nn.Module, dict]:
     """``make()``'s trained model and JSON-ready record, kept in the folder ``store`` under a hash of ``what``
     (everything that decides the result); a later call with the same ``what`` reads them back into
     ``skeleton()`` instead of training again, so an interrupted experiment continues (05_distill_student).
     Without ``store`` it simply calls ``make()``.
 
     ``what["precision"]`` (default :func:`labkit.settings.precision`) names the run only when it is not float32,
-    so the runs kept before labkit recorded it, all float32, keep their names."""
+    so the runs kept before labkit recorded it, all float32, keep their names. ``verify`` is stored beside the
+    record and must match on reading back, without naming the run (e.g. the training images' pixel digest, which
+    the runs kept before it existed lack)."""
     if store is None:
         return make()
     what = {"precision": precision(), **what}
@@ -259,6 +262,9 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
         if say is not None:
             say(f"    (reusing the finished run {kept.name})")
         stored = _read_stored_run(kept.with_suffix(".json"))
+        if verify is not None and stored.get("verify", verify) != verify:
+            raise StoredRunError(f"the stored run {kept.with_suffix('.json')} was made on other data ({stored['verify']}, "
+                                 f"now {verify}): delete it and its weights to train it again on this data")
         weights = kept.with_suffix(".safetensors")
         try:
             if STORED_RUN_KEY not in stored:  # kept before stored runs carried a checksum
@@ -272,7 +278,7 @@ def kept_model(store: str | Path | None, what: dict, make: Callable[[], tuple[nn
     sha = save_weights(model, kept.with_suffix(".safetensors"), half=False)
     # written last: it marks the run finished, and the checksum catches weights damaged since
     write_text_atomic(kept.with_suffix(".json"), json.dumps({STORED_RUN_KEY: 1, "weights_sha256": sha,
-                                                              "record": record}))
+                                                              "record": record, **({"verify": verify} if verify else {})}))
     return model, record
 
 

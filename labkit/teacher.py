@@ -6,13 +6,12 @@ import hashlib
 import inspect
 import itertools
 import types
-import zlib
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from labkit.data import ImageSubset, _read_tensor_cache, _write_tensor_cache
+from labkit.data import ImageSubset, _read_tensor_cache, _write_tensor_cache, images_crc32
 from labkit.evaluate import EVAL_BATCH, eval_mode
 from labkit.loader import AugmentedView, to_float
 from labkit.settings import LEGACY_PRECISION, autocast, cache_dir, precision
@@ -121,13 +120,6 @@ def short_identity(model: nn.Module) -> str:
     return weights[:16] + plus + extra
 
 
-def _crc32(view: torch.Tensor | AugmentedView | ImageSubset, size: int = 2_000) -> int:
-    crc = 0
-    for s in range(0, len(view), size):  # a slice at a time: views and subsets make their images on demand
-        crc = zlib.crc32(view[s:s + size].contiguous().numpy().data, crc)
-    return crc
-
-
 def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | AugmentedView | ImageSubset],
                              batch_size: int = EVAL_BATCH,
                              use_cache: bool = True, progress: bool = True) -> torch.Tensor:
@@ -146,7 +138,7 @@ def teacher_logits_for_views(teacher: nn.Module, views: list[torch.Tensor | Augm
     if computed_in != LEGACY_PRECISION:  # float32 logits keep the names they had before labkit had a precision
         h.update(computed_in.encode())
     for v in views:
-        h.update(f"{tuple(v.shape)}:{_crc32(v)}".encode())
+        h.update(f"{tuple(v.shape)}:{images_crc32(v)}".encode())
     key = h.hexdigest()
     path = cache_dir() / "teacher_logits" / f"{key[:24]}.pt"
     cached = _read_tensor_cache(path, key) if use_cache else None

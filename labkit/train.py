@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from tqdm.notebook import tqdm as notebook_tqdm
 
 from labkit.atomic import load_checked, save_checked
-from labkit.data import CifarData, training_set_digest
+from labkit.data import CifarData, pixel_digest, training_set_digest
 from labkit.distillation import distillation_loss_parts, kl_at_temperature
 from labkit.distributed import SingleProcess, processes
 from labkit.evaluate import accuracy, agreement, predict_logits
@@ -359,7 +359,7 @@ def train(model: nn.Module, data: CifarData, epochs: float | None = None, *, con
                                 precision=parallel.precision(m))  # the run's own; History records which
         return {f"{split}_acc": accuracy(logits, eval_labels)}
 
-    run = {"kind": "train", **_plain(config), "data": training_set_digest(data)}
+    run = {"kind": "train", **_plain(config), "data": training_set_digest(data), "pixels": pixel_digest(data)}
     return _fit(model, loader, loss_fn, config, evaluate_epoch=evaluate_epoch, run=run, out=out, resume=resume,
                 progress=progress, desc="train", on_step=on_step, parallel=parallel, callbacks=callbacks)
 
@@ -465,7 +465,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: CifarData, T: float = 
         return {f"{split}_acc": accuracy(logits, eval_labels), f"{split}_agreement": agreement(logits, eval_teacher),
                 f"{split}_kl": kl_at_temperature(logits, eval_teacher, kl_T).item()}
 
-    run = {"kind": "distill", **_plain(config), "data": training_set_digest(data), "T": T, "alpha": alpha,
+    run = {"kind": "distill", **_plain(config), "data": training_set_digest(data), "pixels": pixel_digest(data),
+           "T": T, "alpha": alpha,
            "teacher_views": teacher_views,
            "views_seed": views_seed, "teacher": short_identity(frozen),
            "mix": getattr(mix, "__name__", None), "extra_loss": extra_loss is not None,

@@ -313,15 +313,26 @@ def test_taking_a_validation_split_twice_is_refused():
         once.with_validation(val_per_class=1)
 
 
-@fault("labkit.data", "handled")
-@pytest.mark.xfail(strict=True,
-                   reason="training_set_digest hashes the labels and only the shape of a training tensor (the index "
-                          "of an ImageSubset): other pixels with the same labels give the same digest, so a checkpoint "
-                          "resumes, and a stored run is reused, on other images")
-def test_the_training_set_digest_tells_apart_other_images_with_the_same_labels():
+@fault("labkit.train", "error")
+def test_a_checkpoint_is_not_resumed_on_other_images_with_the_same_labels(tmp_path):
     data = tiny_data()
-    inverted = replace(data, train_images=255 - data.train_images)
-    assert training_set_digest(inverted) != training_set_digest(data)
+    inverted = replace(data, train_images=255 - data.train_images)  # the same labels, the same shape
+    assert training_set_digest(inverted) == training_set_digest(data)  # what names kept runs cannot see it
+    train(student(), data, epochs=1, out=tmp_path, **FAST)
+    with pytest.raises(ResumeError, match=r"pixels: '[0-9a-f]+' in the checkpoint, '[0-9a-f]+' now"):
+        train(student(), inverted, epochs=2, out=tmp_path, resume=True, **FAST)
+
+
+@fault("labkit.protocol", "error")
+def test_a_stored_run_is_not_reused_on_other_images_with_the_same_labels(tmp_path):
+    from labkit.protocol import StoredRunError, kept_model
+
+    def make():
+        return nn.Linear(2, 2), {"test_acc": 0.5}
+
+    kept_model(tmp_path, {"arm": "x"}, make, lambda: nn.Linear(2, 2), verify={"pixels": "0000abcd"})
+    with pytest.raises(StoredRunError, match=r"made on other data.*delete it"):
+        kept_model(tmp_path, {"arm": "x"}, make, lambda: nn.Linear(2, 2), verify={"pixels": "1111abcd"})
 
 
 # --- labkit.download ----------------------------------------------------------------------------------------------
