@@ -338,3 +338,28 @@ def test_a_temperature_or_alpha_that_is_no_number_is_refused_naming_it():
         validate.check_temperature(None)
     with pytest.raises(ValueError, match=r"alpha.*half"):
         validate.check_alpha("half")
+
+
+# --- labkit.settings: precision -------------------------------------------------------------------------------------
+
+
+@fault("labkit.settings", "error")
+def test_a_precision_that_is_not_one_is_refused_listing_the_choices(monkeypatch):
+    monkeypatch.setenv(settings.PRECISION_ENV, "float16")
+    with pytest.raises(ValueError, match=r"LABKIT_PRECISION='float16' is not a precision; use one of auto, bf16, fp32"):
+        settings.precision("cpu")
+
+
+@fault("labkit.settings", "handled")
+def test_auto_precision_on_a_cpu_without_bfloat16_is_float32(monkeypatch):
+    monkeypatch.setenv(settings.PRECISION_ENV, "auto")
+    monkeypatch.setattr(settings, "_cpu_bf16_instructions", lambda: [])
+    assert settings.precision("cpu") == "fp32" and settings.native_bf16("cpu") is None
+
+
+@fault("labkit.settings", "handled")
+def test_a_model_with_its_own_number_format_keeps_it_whatever_the_setting(monkeypatch):
+    monkeypatch.setenv(settings.PRECISION_ENV, "bf16")
+    model = torch.nn.Linear(2, 2)
+    model.fixed_precision = "int8"
+    assert settings.precision("cpu", model) == "int8"
