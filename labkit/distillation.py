@@ -105,6 +105,79 @@ def kl_at_temperature(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return _kl_at_temperature(student_logits, teacher_logits, T)
 
 
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Each row's logits minus their mean, divided by their (sample) standard deviation: logit standardization
+    (Sun et al., CVPR 2024), which lets the student match the teacher's *shape* of logits rather than their scale.
+    The result does not change when a row is shifted or scaled by a positive number."""
+    mean = logits.mean(dim=-1, keepdim=True)
+    return (logits - mean) / (logits.std(dim=-1, keepdim=True) + eps)
+
+
+class DKDLoss(NamedTuple):
+    """Decoupled KD's total and its two parts, each already multiplied by ``T**2`` (:func:`dkd_loss_parts`)."""
+
+    total: torch.Tensor  # alpha * tckd + beta * nckd
+    tckd: torch.Tensor  # target-class KD: KL between the binary (target, rest) distributions
+    nckd: torch.Tensor  # non-target-class KD: KL between the distributions over the other classes
+
+
+def dkd_loss_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                   T: float = 4.0, alpha: float = 1.0, beta: float = 8.0) -> DKDLoss:
+    """Decoupled knowledge distillation (Zhao et al., CVPR 2022): Hinton's KL split into a target-class part and a
+    non-target-class part, weighted apart. Here ``alpha`` and ``beta`` are DKD's weights of those two parts (not
+    :func:`distillation_loss`'s ``alpha``); the paper's defaults on CIFAR-100 are alpha 1, beta 8, T 4, next to a
+    cross-entropy term of weight 1, which this loss does not include.
+
+    With b = (p_target, 1 - p_target) at temperature T and p̂ the distribution over the other classes renormalised,
+    ``tckd = T² KL(b_teacher || b_student)`` and ``nckd = T² KL(p̂_teacher || p̂_student)``, batch means; per image
+    ``KL(p || q) = tckd + (1 - p_target of the teacher) * nckd`` (the paper's decomposition). Computed in float32
+    log space (or wider); the teacher's logits are detached.
+    """
+    T = check_temperature(T)
+    for name, weight in (("alpha", alpha), ("beta", beta)):
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"DKD's {name} (the weight of its {'target' if name == 'alpha' else 'non-target'}-class "
+                             f"part) must be a finite number >= 0, got {weight!r}")
+    _check_logit_pair(student_logits, teacher_logits)
+    batch_size, num_classes = student_logits.shape
+    check_labels(labels, batch_size, num_classes)
+    dtype = _compute_dtype(student_logits)
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        log_p = F.log_softmax(teacher_logits.detach().to(dtype) / T, dim=1)
+        log_q = F.log_softmax(student_logits.to(dtype) / T, dim=1)
+        target = F.one_hot(labels.long(), num_classes).bool()
+        tckd = _binary_kl(log_p, log_q, target)
+        nckd = _kl_rows(_renormalised(log_p, target), _renormalised(log_q, target))
+    tckd, nckd = T**2 * tckd.mean(), T**2 * nckd.mean()
+    return DKDLoss(alpha * tckd + beta * nckd, tckd, nckd)
+
+
+def _renormalised(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the non-target classes only (the target at -inf)."""
+    others = log_probs.masked_fill(target, -math.inf)
+    return others - others.logsumexp(dim=1, keepdim=True)
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row from log-probabilities; classes where p is 0 add 0."""
+    return torch.where(log_p > -math.inf, log_p.exp() * (log_p - log_q), 0.0).sum(dim=1)
+
+
+def _binary_kl(log_p: torch.Tensor, log_q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL between the (target, rest) distributions, per row."""
+    def binary(log_probs: torch.Tensor) -> torch.Tensor:
+        on = log_probs.masked_fill(~target, -math.inf).logsumexp(dim=1)
+        off = log_probs.masked_fill(target, -math.inf).logsumexp(dim=1)
+        return torch.stack([on, off], dim=1)
+    return _kl_rows(binary(log_p), binary(log_q))
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             T: float = 4.0, alpha: float = 1.0, beta: float = 8.0) -> torch.Tensor:
+    """The total of :func:`dkd_loss_parts`: ``alpha * tckd + beta * nckd``."""
+    return dkd_loss_parts(student_logits, teacher_logits, labels, T, alpha, beta).total
+
+
 class DistillationLoss(NamedTuple):
     """The total distillation loss and its two weighted parts (introduced in 03_kl_divergence)."""
 
